@@ -1,0 +1,57 @@
+"""What code running inside a workflow or a step can ask about where it runs."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._runtime import RunContext
+
+
+@dataclass(frozen=True, slots=True)
+class StepMetadata:
+    """Where a step runs: ``step_id`` is stable across retries and restarts."""
+
+    step_id: str
+    attempt: int
+    step_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowMetadata:
+    """The run a workflow body or step belongs to."""
+
+    run_id: str
+    workflow_name: str
+
+
+@dataclass(slots=True)
+class StepScope:
+    """The step execution in progress: counts its stream writes."""
+
+    run: RunContext
+    seq: int
+    metadata: StepMetadata
+    writes: int = field(default=0)
+
+
+current_run: ContextVar[RunContext | None] = ContextVar("durable_run", default=None)
+current_step: ContextVar[StepScope | None] = ContextVar("durable_step", default=None)
+
+
+def get_step_metadata() -> StepMetadata:
+    """The metadata of the step being executed; RuntimeError outside a step."""
+    scope = current_step.get()
+    if scope is None:
+        raise RuntimeError("get_step_metadata() must be called inside a @step function run by a workflow")
+    return scope.metadata
+
+
+def get_workflow_metadata() -> WorkflowMetadata:
+    """The metadata of the current run; RuntimeError outside a workflow."""
+    run = current_run.get()
+    if run is None:
+        raise RuntimeError("get_workflow_metadata() must be called inside a workflow or one of its steps")
+    return WorkflowMetadata(run.run_id, run.workflow.name)

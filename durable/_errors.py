@@ -1,0 +1,101 @@
+"""The exceptions of ``durable``.
+
+Tree::
+
+    DurableError
+    ├── FatalError              raised by a step: fail now, no retry
+    ├── RetryableError          raised by a step: retry, optionally after ``retry_after``
+    ├── StepFailed              a step failed for good (raised in the workflow)
+    ├── RunFailed               ``Run.result()`` of a failed run
+    ├── RunNotFound             no run with that id
+    ├── CannotCancel            cancel of a completed or failed run
+    ├── NonDeterminismError     replay met another operation than the journal holds
+    └── EngineClosed            use of an engine that is not open
+    RunCancelled (BaseException) the run was cancelled
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class DurableError(Exception):
+    """Root of the engine's exceptions."""
+
+
+class FatalError(DurableError):
+    """Raised by a step to fail at once, without retrying."""
+
+
+class RetryableError(DurableError):
+    """Raised by a step to be retried, after ``retry_after`` when given."""
+
+    def __init__(self, message: str, retry_after: str | int | float | timedelta | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StepFailed(DurableError):
+    """A step failed for good; raised where the workflow awaited it."""
+
+    def __init__(self, step_name: str, error_type: str, message: str) -> None:
+        super().__init__(f"Step {step_name} failed: {error_type}: {message}")
+        self.step_name = step_name
+        self.error_type = error_type
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[StepFailed], tuple[str, str, str]]:
+        return (StepFailed, (self.step_name, self.error_type, self.message))
+
+
+class RunFailed(DurableError):
+    """The run ended in ``failed``; raised by ``Run.result()``."""
+
+    def __init__(self, run_id: str, error: str) -> None:
+        super().__init__(f"Workflow run {run_id} failed: {error}")
+        self.run_id = run_id
+        self.error = error
+
+
+class RunNotFound(DurableError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Workflow run {run_id} not found")
+        self.run_id = run_id
+
+
+class CannotCancel(DurableError):
+    """The run already completed or failed, so it cannot be cancelled."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"Cannot cancel workflow run {run_id} with status {status}")
+        self.run_id = run_id
+        self.status = status
+
+
+class NonDeterminismError(DurableError):
+    """On replay the workflow called another operation than the journal recorded."""
+
+    def __init__(self, run_id: str, seq: int, recorded: str, attempted: str) -> None:
+        super().__init__(
+            f"Workflow run {run_id}: operation {seq} was recorded as {recorded} but the workflow "
+            f"now calls {attempted}. Check that your workflow is deterministic: the same input "
+            f"must call the same steps, sleeps and writes in the same order."
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.recorded = recorded
+        self.attempted = attempted
+
+
+class EngineClosed(DurableError):
+    """The engine is not open: open it first, and do not use it after close()."""
+
+
+class RunCancelled(BaseException):
+    """The run was cancelled; a ``BaseException`` so ``except Exception`` cannot swallow it."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Workflow run {run_id} was cancelled")
+        self.run_id = run_id

@@ -1,0 +1,64 @@
+"""Value types of the public API: run status and what describes a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+UNFINISHED = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as stored: identity, status, times, error, input."""
+
+    run_id: str
+    workflow_name: str
+    status: RunStatus
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    """One execution attempt of a step."""
+
+    attempt: int
+    started_at: datetime
+    ended_at: datetime
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationInfo:
+    """One step or sleep of a run's timeline, with its attempts."""
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    started_at: datetime | None
+    completed_at: datetime | None
+    wake_at: datetime | None
+    attempts: list[AttemptInfo]

@@ -1,0 +1,429 @@
+"""One run in memory: replays its journal, executes its steps, sleeps and writes.
+
+A ``RunContext`` drives one workflow coroutine in a task. Durable operations take
+the run's next sequence number when they are called; on replay the journaled
+outcome at that number is returned without executing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._context import StepMetadata, StepScope, current_run, current_step
+from ._errors import FatalError, NonDeterminismError, RetryableError, RunCancelled, StepFailed
+from ._journal import Journal, Statement
+from ._models import RunStatus
+from ._serde import Duration, dumps, loads, parse_duration, wake_time
+from ._streams import DEFAULT_NAMESPACE, StreamChunk, StreamHub
+from ._timers import TimerHeap
+
+if TYPE_CHECKING:
+    from ._registry import StepFunction, WorkflowFunction
+
+log = logging.getLogger("durable")
+
+INSERT_OP = (
+    "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, retry_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_CHUNK = "INSERT INTO chunks (run_id, namespace, idx, seq, part, data, written_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+SET_RUNNING = "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ? AND status = 'pending'"
+SET_TERMINAL = (
+    "UPDATE runs SET status = ?, output = ?, error = ?, completed_at = ? WHERE run_id = ? AND status IN ('pending', 'running')"
+)
+
+BACKOFF_BASE_S = 1.0
+
+
+@dataclass(slots=True)
+class Recorded:
+    """What the journal holds at one sequence number of a run."""
+
+    kind: str
+    name: str
+    state: str = "retrying"
+    result: bytes | None = None
+    wake_at: float | None = None
+    failed_attempts: int = 0
+    retry_at: float | None = None
+
+
+@dataclass(slots=True)
+class Services:
+    """What a run needs from its engine."""
+
+    journal: Journal
+    timers: TimerHeap
+    hub: StreamHub
+    finished: Callable[[RunContext], None]
+    faulted: Callable[[RunContext, BaseException], None]
+
+
+@dataclass(slots=True)
+class Replay:
+    """A run's journal, loaded to resume it."""
+
+    ops: dict[int, Recorded] = field(default_factory=dict)
+    chunk_next: dict[str, int] = field(default_factory=dict)
+    step_parts: dict[int, int] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
+
+
+def _describe(until: Duration | datetime) -> str:
+    return until.isoformat() if isinstance(until, datetime) else str(until)
+
+
+class RunContext:
+    """The in-memory state of one run while its workflow executes."""
+
+    def __init__(
+        self,
+        services: Services,
+        run_id: str,
+        workflow: WorkflowFunction[Any, Any],
+        input_data: bytes,
+        status: RunStatus,
+        replay: Replay | None = None,
+    ) -> None:
+        self.s = services
+        self.run_id = run_id
+        self.workflow = workflow
+        self.input_data = input_data
+        self.status = status
+        replay = replay or Replay()
+        self.recorded = replay.ops
+        self.chunk_next = replay.chunk_next
+        self.step_parts = replay.step_parts
+        self.closed = replay.closed
+        self.seq = 0
+        self.cancel_requested = False
+        self.fault: BaseException | None = None
+        self.nondeterminism: NonDeterminismError | None = None
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+        self.steps: set[asyncio.Task[None]] = set()
+        self.children: set[asyncio.Task[Any]] = set()
+        self.waits: set[asyncio.Future[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._drive(), name=f"durable-run-{self.run_id}")
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        return ([self.task] if self.task else []) + list(self.steps) + list(self.children)
+
+    def request_cancel(self) -> None:
+        """Stop starting operations and wake every durable wait with RunCancelled."""
+        self.cancel_requested = True
+        self.status = RunStatus.CANCELLED
+        for wait in list(self.waits):
+            if not wait.done():
+                wait.set_exception(RunCancelled(self.run_id))
+
+    def commit(self, statements: list[Statement], after: Callable[[], None] | None = None) -> asyncio.Future[None]:
+        future = self.s.journal.submit(statements, after)
+        future.add_done_callback(self._check_commit)
+        return future
+
+    def _check_commit(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is None or self.fault is not None:
+            return
+        # A lost write leaves memory ahead of the journal: stop as a crash would, and
+        # let the engine resume the run from the journal once writes succeed again.
+        self.fault = future.exception()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _drive(self) -> None:
+        current_run.set(self)
+        outcome: RunStatus | None = None
+        output: bytes | None = None
+        error: str | None = None
+        try:
+            if not self.cancel_requested and self.status is RunStatus.PENDING:
+                await self.commit([(SET_RUNNING, (time.time(), self.run_id))])
+                if not self.cancel_requested:
+                    self.status = RunStatus.RUNNING
+            if not self.cancel_requested:
+                args, kwargs = loads(self.input_data)
+                coro: Coroutine[Any, Any, Any] = self.workflow.fn(*args, **kwargs)
+                value = await coro
+                output = dumps(value)
+                outcome = RunStatus.COMPLETED
+        except RunCancelled:
+            outcome = RunStatus.CANCELLED
+        except asyncio.CancelledError:
+            if self.fault is not None or not self.cancel_requested:
+                self._stop()
+                if self.fault is not None:
+                    self.s.faulted(self, self.fault)
+                raise
+        except Exception as exc:
+            outcome = RunStatus.FAILED
+            error = f"{type(exc).__name__}: {exc}"
+        if self.fault is not None:
+            self._stop()
+            self.s.faulted(self, self.fault)
+            return
+        if self.nondeterminism is not None:
+            outcome, output, error = RunStatus.FAILED, None, f"NonDeterminismError: {self.nondeterminism}"
+        if self.cancel_requested:
+            # cancel() committed the status; it closes the streams once we stopped.
+            self._stop()
+            return
+        assert outcome is not None
+        self.status = outcome
+        try:
+            await self.commit(
+                [(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))],
+                lambda: self.s.hub.close(self.run_id),
+            )
+        except Exception as exc:  # the run stays unfinished in the journal and resumes later
+            log.error("run %s: could not record %s: %s", self.run_id, outcome.value, exc)
+            self.fault = exc
+            self._stop()
+            self.s.faulted(self, exc)
+            return
+        self._stop()
+
+    def _stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.s.finished(self)
+
+    # -- durable operations ---------------------------------------------------
+
+    def _check_not_cancelled(self) -> None:
+        if self.cancel_requested:
+            raise RunCancelled(self.run_id)
+
+    def _take(self, kind: str, name: str) -> tuple[int, Recorded | None]:
+        seq = self.seq
+        self.seq += 1
+        rec = self.recorded.pop(seq, None) if self.recorded else None
+        if rec is not None and (rec.kind != kind or (kind != "sleep" and rec.name != name)):
+            err = NonDeterminismError(self.run_id, seq, f"{rec.kind} {rec.name!r}", f"{kind} {name!r}")
+            self.nondeterminism = self.nondeterminism or err
+            raise err
+        return seq, rec
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.children.add(task)
+        task.add_done_callback(self.children.discard)
+        return task
+
+    def call_step(self, step: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        payload = dumps([args, kwargs])
+        self._check_not_cancelled()
+        seq, rec = self._take("step", step.name)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if rec is not None and rec.state == "completed":
+            future.set_result(loads(rec.result or b"null"))
+        elif rec is not None and rec.state == "failed":
+            info = loads(rec.result or b"{}")
+            future.set_exception(StepFailed(info["step"], info["type"], info["message"]))
+        else:
+            task = loop.create_task(self._execute_step(step, seq, payload, future, rec))
+            self.steps.add(task)
+            task.add_done_callback(self.steps.discard)
+        return future
+
+    async def _execute_step(
+        self,
+        step: StepFunction[Any, Any],
+        seq: int,
+        payload: bytes,
+        future: asyncio.Future[Any],
+        rec: Recorded | None,
+    ) -> None:
+        args, kwargs = loads(payload)
+        attempt = (rec.failed_attempts if rec else 0) + 1
+        retry_at = rec.retry_at if rec else None
+        step_id = f"{self.run_id}:{seq}"
+        try:
+            while True:
+                if retry_at is not None:
+                    await self.wait_until(retry_at)
+                self._check_not_cancelled()
+                scope = StepScope(self, seq, StepMetadata(step_id, attempt, step.name))
+                token = current_step.set(scope)
+                started = time.time()
+                failure: BaseException | None = None
+                data = b"null"
+                try:
+                    value = await step.fn(*args, **kwargs)
+                except Exception as exc:
+                    failure = exc
+                finally:
+                    current_step.reset(token)
+                if failure is None:
+                    try:
+                        data = dumps(value)
+                    except TypeError as exc:
+                        failure = FatalError(f"step {step.name} returned a value that cannot be stored: {exc}")
+                ended = time.time()
+                if failure is None:
+                    await self.commit(
+                        [(INSERT_OP, (self.run_id, seq, "step", step.name, "completed", data, attempt, started, ended, None))]
+                    )
+                    self.step_parts.pop(seq, None)
+                    if not future.done():
+                        future.set_result(loads(data))
+                    return
+                etype, message = type(failure).__name__, str(failure)
+                final = isinstance(failure, FatalError) or attempt > step.max_retries
+                retry_at = None if final else ended + self._retry_delay(failure, attempt)
+                statements: list[Statement] = [
+                    (INSERT_ATTEMPT, (self.run_id, seq, step.name, attempt, started, ended, f"{etype}: {message}", retry_at))
+                ]
+                if final:
+                    info = dumps({"step": step.name, "type": etype, "message": message})
+                    statements.append(
+                        (INSERT_OP, (self.run_id, seq, "step", step.name, "failed", info, attempt, started, ended, None))
+                    )
+                await self.commit(statements)
+                if final:
+                    if not future.done():
+                        future.set_exception(StepFailed(step.name, etype, message))
+                    return
+                attempt += 1
+        except RunCancelled as exc:
+            if not future.done():
+                future.set_exception(exc)
+        except asyncio.CancelledError:
+            if not future.done():
+                future.cancel()
+            raise
+        except Exception as exc:  # the journal could not be written
+            if not future.done():
+                future.set_exception(exc)
+
+    @staticmethod
+    def _retry_delay(failure: BaseException, attempt: int) -> float:
+        if isinstance(failure, RetryableError) and failure.retry_after is not None:
+            try:
+                return parse_duration(failure.retry_after)
+            except ValueError:
+                pass
+        return float(BACKOFF_BASE_S * 2 ** (attempt - 1))
+
+    async def wait_until(self, wake_at: float) -> None:
+        """A durable wait: woken by its timer, or at once with RunCancelled by cancel()."""
+        self._check_not_cancelled()
+        timer = self.s.timers.wait_until(wake_at)
+        self.waits.add(timer)
+        try:
+            await timer
+        finally:
+            self.waits.discard(timer)
+
+    def sleep(self, until: Duration | datetime) -> Awaitable[None]:
+        now = time.time()
+        wake_at = wake_time(until, now)
+        self._check_not_cancelled()
+        seq, rec = self._take("sleep", _describe(until))
+        if rec is not None and rec.wake_at is not None:
+            return self._spawn(self.wait_until(rec.wake_at))
+        return self._spawn(self._sleep_live(seq, _describe(until), now, wake_at))
+
+    async def _sleep_live(self, seq: int, name: str, now: float, wake_at: float) -> None:
+        await self.commit([(INSERT_OP, (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at))])
+        await self.wait_until(wake_at)
+
+    def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
+        data = dumps(value)
+        scope = current_step.get()
+        if scope is not None and scope.run is self:
+            part = scope.writes
+            scope.writes += 1
+            if part < self.step_parts.get(scope.seq, 0):
+                return _done()  # stored by an earlier execution of this step
+            return self._store_chunk(namespace, scope.seq, part, data)
+        if namespace in self.closed:
+            raise ValueError(f"Stream {namespace or 'default'!r} of run {self.run_id} is closed")
+        if self.stopped:
+            raise RuntimeError(f"Workflow run {self.run_id} has stopped: it cannot write to its streams")
+        seq, rec = self._take("write", namespace)
+        if rec is not None:
+            return _done()
+        return self._store_chunk(namespace, seq, -1, data)
+
+    def _store_chunk(self, namespace: str, seq: int, part: int, data: bytes) -> asyncio.Future[None]:
+        index = self.chunk_next.get(namespace, 0)
+        self.chunk_next[namespace] = index + 1
+        chunk = StreamChunk(index, data)
+
+        def published() -> None:
+            self.s.hub.publish(self.run_id, namespace, chunk)
+            if part >= 0 and self.step_parts.get(seq, 0) <= part:
+                self.step_parts[seq] = part + 1
+
+        return self.commit([(INSERT_CHUNK, (self.run_id, namespace, index, seq, part, data, time.time()))], published)
+
+    def close_stream(self, namespace: str) -> asyncio.Future[None]:
+        self.closed.add(namespace)
+        return self.commit(
+            [
+                (
+                    "INSERT OR IGNORE INTO closed_streams (run_id, namespace, closed_at) VALUES (?, ?, ?)",
+                    (self.run_id, namespace, time.time()),
+                )
+            ],
+            lambda: self.s.hub.close(self.run_id, namespace),
+        )
+
+    def stream_closed(self, namespace: str) -> bool:
+        return self.stopped or namespace in self.closed
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+# -- the functions workflow code calls ----------------------------------------
+
+
+def sleep(until: Duration | datetime) -> Awaitable[None]:
+    """Sleep durably: "500ms", "1s", "5m", "2h", "7 days", a timedelta, seconds, or until a datetime."""
+    run = current_run.get()
+    if run is None or current_step.get() is not None:
+        return asyncio.sleep(max(0.0, wake_time(until, time.time()) - time.time()))
+    return run.sleep(until)
+
+
+class StreamWriter:
+    """Writes JSON values to one stream of the current run."""
+
+    def __init__(self, run: RunContext, namespace: str) -> None:
+        self._run = run
+        self.namespace = namespace
+
+    def write(self, value: Any) -> Awaitable[None]:
+        """Store ``value`` as the stream's next chunk; resolves once committed."""
+        return self._run.write(self.namespace, value)
+
+    def close(self) -> Awaitable[None]:
+        """Close the stream: its readers end."""
+        return self._run.close_stream(self.namespace)
+
+
+def get_writable(namespace: str | None = None) -> StreamWriter:
+    """The writer of the current run's stream ``namespace`` (in a workflow body or a step)."""
+    run = current_run.get()
+    if run is None:
+        raise RuntimeError("get_writable() must be called inside a workflow or one of its steps")
+    return StreamWriter(run, DEFAULT_NAMESPACE if namespace is None else namespace)

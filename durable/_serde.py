@@ -1,0 +1,80 @@
+"""Values through JSON (orjson), and durations."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def dumps(value: Any) -> bytes:
+    """Serialize ``value``; raise ``TypeError`` naming the type that cannot be."""
+    try:
+        return orjson.dumps(value, option=_DUMP_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"Value is not JSON-serializable: {exc}") from None
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+_UNITS: dict[str, float] = {}
+for _names, _seconds in (
+    (("ms", "msec", "msecs", "millisecond", "milliseconds"), 0.001),
+    (("s", "sec", "secs", "second", "seconds"), 1.0),
+    (("m", "min", "mins", "minute", "minutes"), 60.0),
+    (("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    (("d", "day", "days"), 86400.0),
+    (("w", "week", "weeks"), 604800.0),
+):
+    for _name in _names:
+        _UNITS[_name] = _seconds
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+
+Duration = str | int | float | timedelta
+
+
+def parse_duration(value: Duration) -> float:
+    """Seconds in ``value``: "500ms", "1s", "5m", "2h", "7 days", a timedelta, or seconds.
+
+    A bare number in a string counts milliseconds, as in the ``ms`` package.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"Invalid duration {value!r}: expected a string like '1s', seconds or a timedelta")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        unit = match.group(2).lower() if match else ""
+        if match is None or (unit and unit not in _UNITS):
+            raise ValueError(
+                f"Invalid duration {value!r}: expected a number and a unit such as '500ms', '1s', '5m', '2h' or '7 days'"
+            )
+        seconds = float(match.group(1)) * (_UNITS[unit] if unit else 0.001)
+    else:
+        raise ValueError(f"Invalid duration {value!r}: expected a string like '1s', seconds or a timedelta")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError(f"Invalid duration {value!r}: must be finite")
+    if seconds < 0:
+        raise ValueError(f"Invalid duration {value!r}: must not be negative")
+    return seconds
+
+
+def wake_time(until: Duration | datetime, now: float) -> float:
+    """The epoch time at which a sleep of ``until`` started at ``now`` ends."""
+    if isinstance(until, datetime):
+        moment = until if until.tzinfo is not None else until.replace(tzinfo=UTC)
+        return max(moment.timestamp(), now)
+    return now + parse_duration(until)
+
+
+def to_datetime(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)

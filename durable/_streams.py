@@ -1,0 +1,179 @@
+"""Stream fan-out: committed chunks pushed to bounded per-reader queues.
+
+A reader first subscribes, then reads what is stored from its index, then takes
+live chunks from its queue, skipping what it already yielded. A reader that
+falls behind overflows its queue; it is then switched back to reading from the
+database, so a slow reader costs memory bounded by the queue size and never
+slows the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._journal import Journal
+from ._serde import loads
+
+DEFAULT_NAMESPACE = ""
+PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One stored chunk: its index in the stream and its JSON bytes."""
+
+    index: int
+    data: bytes
+
+    @property
+    def value(self) -> Any:
+        return loads(self.data)
+
+
+class _Subscriber:
+    __slots__ = ("closed", "items", "limit", "overflowed", "waiter")
+
+    def __init__(self, limit: int) -> None:
+        self.items: deque[StreamChunk] = deque()
+        self.limit = limit
+        self.overflowed = False
+        self.closed = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def push(self, chunk: StreamChunk) -> None:
+        if self.overflowed:
+            return
+        if len(self.items) >= self.limit:
+            # Drop what is queued: the reader will catch up from the database.
+            self.items.clear()
+            self.overflowed = True
+        else:
+            self.items.append(chunk)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        if self.items or self.overflowed or self.closed:
+            return
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+
+ClosedCheck = Callable[[], Awaitable[bool]]
+
+
+class StreamHub:
+    """Live subscribers per (run, namespace)."""
+
+    def __init__(self, journal: Journal, queue_limit: int = 1000) -> None:
+        self._journal = journal
+        self._queue_limit = queue_limit
+        self._subscribers: dict[str, dict[str, set[_Subscriber]]] = {}
+
+    def publish(self, run_id: str, namespace: str, chunk: StreamChunk) -> None:
+        for sub in self._subscribers.get(run_id, {}).get(namespace, ()):
+            sub.push(chunk)
+
+    def close(self, run_id: str, namespace: str | None = None) -> None:
+        """End live reading of one namespace, or of every namespace of the run."""
+        by_ns = self._subscribers.get(run_id, {})
+        for ns, subs in by_ns.items():
+            if namespace is None or ns == namespace:
+                for sub in subs:
+                    sub.close()
+
+    def close_all(self) -> None:
+        for run_id in list(self._subscribers):
+            self.close(run_id)
+
+    def stats(self) -> tuple[int, int]:
+        subs = [s for by_ns in self._subscribers.values() for group in by_ns.values() for s in group]
+        return len(subs), sum(len(s.items) for s in subs)
+
+    def _subscribe(self, run_id: str, namespace: str) -> _Subscriber:
+        sub = _Subscriber(self._queue_limit)
+        self._subscribers.setdefault(run_id, {}).setdefault(namespace, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, run_id: str, namespace: str, sub: _Subscriber) -> None:
+        by_ns = self._subscribers.get(run_id)
+        if by_ns is None:
+            return
+        group = by_ns.get(namespace)
+        if group is not None:
+            group.discard(sub)
+            if not group:
+                del by_ns[namespace]
+        if not by_ns:
+            del self._subscribers[run_id]
+
+    async def _stored(self, run_id: str, namespace: str, start: int) -> list[StreamChunk]:
+        rows = await self._journal.fetchall(
+            "SELECT idx, data FROM chunks WHERE run_id = ? AND namespace = ? AND idx >= ? ORDER BY idx LIMIT ?",
+            (run_id, namespace, start, PAGE),
+        )
+        return [StreamChunk(idx, bytes(data)) for idx, data in rows]
+
+    async def _resolve_start(self, run_id: str, namespace: str, start_index: int) -> int:
+        if start_index >= 0:
+            return start_index
+        row = await self._journal.fetchone(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM chunks WHERE run_id = ? AND namespace = ?", (run_id, namespace)
+        )
+        count = int(row[0]) if row else 0
+        return max(0, count + start_index)
+
+    async def read(self, run_id: str, namespace: str, start_index: int, is_closed: ClosedCheck) -> AsyncIterator[StreamChunk]:
+        """Chunks from ``start_index`` until the stream closes: stored first, then live."""
+        sub = self._subscribe(run_id, namespace)
+        try:
+            nxt = await self._resolve_start(run_id, namespace, start_index)
+            while True:
+                # Catch up from the database. Anything committed after this read is
+                # also in the queue, since we subscribed before reading.
+                sub.overflowed = False
+                sub.items.clear()
+                while True:
+                    page = await self._stored(run_id, namespace, nxt)
+                    for chunk in page:
+                        yield chunk
+                        nxt = chunk.index + 1
+                    if len(page) < PAGE:
+                        break
+                if sub.closed or await is_closed():
+                    # Closing commits after the stream's last write: one more read ends it.
+                    for chunk in await self._stored(run_id, namespace, nxt):
+                        yield chunk
+                        nxt = chunk.index + 1
+                    return
+                behind = False
+                while not behind:
+                    await sub.wait()
+                    while sub.items:
+                        chunk = sub.items.popleft()
+                        if chunk.index < nxt:
+                            continue
+                        if chunk.index > nxt:
+                            behind = True
+                            break
+                        yield chunk
+                        nxt += 1
+                    if sub.overflowed or (sub.closed and not sub.items):
+                        behind = True
+        finally:
+            self._unsubscribe(run_id, namespace, sub)
