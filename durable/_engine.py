@@ -31,6 +31,9 @@ _UNFINISHED_SQL = "status IN ('pending', 'running')"
 FAULT_RETRY_MAX_S = 30.0
 
 
+_Outcome = tuple[RunStatus, bytes | None, str | None]
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
@@ -63,7 +66,7 @@ class Engine:
         self._hub = StreamHub(self._journal, stream_queue_limit)
         self._services = Services(self._journal, self._timers, self._hub, self._run_finished, self._run_faulted)
         self._active: dict[str, RunContext] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[_Outcome | None]]] = {}
         self._fault_retries: dict[str, asyncio.TimerHandle] = {}
         self._fault_backoff: dict[str, float] = {}
         self._state = _State.UNOPENED
@@ -212,7 +215,7 @@ class Engine:
                 return previous
             await self._journal.submit(
                 [(SET_TERMINAL, (RunStatus.CANCELLED.value, None, None, time.time(), run_id))],
-                lambda: self._notify(run_id),
+                lambda: self._notify(run_id, (RunStatus.CANCELLED, None, None)),
             )
             return previous
         if ctx.cancel_requested:
@@ -236,9 +239,8 @@ class Engine:
                 drive.cancel()
             with contextlib.suppress(BaseException):
                 await drive
-        for child in list(ctx.children):
-            child.cancel()
         ctx.stopped = True
+        ctx.outcome = (RunStatus.CANCELLED, None, None)
         self._hub.close(ctx.run_id)
         self._run_finished(ctx)
 
@@ -247,7 +249,7 @@ class Engine:
             del self._active[ctx.run_id]
         if ctx.status.is_terminal and ctx.fault is None:
             self._fault_backoff.pop(ctx.run_id, None)
-            self._notify(ctx.run_id)
+            self._notify(ctx.run_id, ctx.outcome)
 
     def _run_faulted(self, ctx: RunContext, exc: BaseException) -> None:
         if self._state is not _State.OPENED:
@@ -264,18 +266,25 @@ class Engine:
             task = asyncio.get_running_loop().create_task(self._resume([run_id]))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    def _notify(self, run_id: str) -> None:
+    def _notify(self, run_id: str, outcome: _Outcome | None) -> None:
         for waiter in self._waiters.pop(run_id, []):
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(outcome)
 
-    async def _wait_terminal(self, run_id: str, timeout: float | None) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _wait_terminal(self, run_id: str, timeout: float | None) -> _Outcome:
+        """The run's final status, output and error, once it has stopped."""
+        waiter: asyncio.Future[_Outcome | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(waiter)
         try:
-            if (await self._status(run_id)).is_terminal and run_id not in self._active:
-                return
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            outcome: _Outcome | None = None
+            if not ((await self._status(run_id)).is_terminal and run_id not in self._active):
+                outcome = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            if outcome is not None:
+                return outcome
+            row = await self._journal.fetchone("SELECT status, output, error FROM runs WHERE run_id = ?", (run_id,))
+            if row is None:
+                raise RunNotFound(run_id)
+            return RunStatus(row[0]), row[1], row[2]
         finally:
             waiters = self._waiters.get(run_id)
             if waiters is not None and waiter in waiters:

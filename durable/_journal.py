@@ -97,6 +97,18 @@ MIGRATIONS: list[str] = [
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+class _StatementFailed(Exception):
+    """A statement of the batch failed on its own merits; its cause is the sqlite3 error."""
+
+
+_DATABASE_FAULTS = ("locked", "busy", "readonly", "read-only", "disk", "full", "i/o", "corrupt", "malformed")
+
+
+def _is_database_fault(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in _DATABASE_FAULTS)
+
+
 @dataclass(slots=True)
 class _Item:
     statements: list[Statement]
@@ -203,19 +215,28 @@ class Journal:
             batch, self._queue = self._queue, []
             try:
                 await self._commit(batch)
-            except sqlite3.Error:
-                # Isolate the offending item: the others commit on their own.
+            except _StatementFailed:
+                # One item's statement failed (a constraint, say): the others commit on their own.
                 for item in batch:
                     try:
                         await self._commit([item])
-                    except sqlite3.Error as exc:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
+                    except (sqlite3.Error, _StatementFailed) as exc:
+                        self._fail(item, exc)
                         continue
                     self._resolve(item)
                 continue
+            except sqlite3.Error as exc:  # the database as a whole refused: locked, read-only, full
+                for item in batch:
+                    self._fail(item, exc)
+                continue
             for item in batch:
                 self._resolve(item)
+
+    @staticmethod
+    def _fail(item: _Item, exc: BaseException) -> None:
+        cause = exc.__cause__ if isinstance(exc, _StatementFailed) and exc.__cause__ else exc
+        if not item.future.done():
+            item.future.set_exception(cause)
 
     @staticmethod
     def _resolve(item: _Item) -> None:
@@ -239,10 +260,17 @@ class Journal:
         await writer.execute("BEGIN IMMEDIATE")
         try:
             for group in groups:
-                if len(group.rows) == 1:
-                    await writer.execute(group.sql, group.rows[0])
-                else:
-                    await writer.executemany(group.sql, group.rows)
+                try:
+                    if len(group.rows) == 1:
+                        await writer.execute(group.sql, group.rows[0])
+                    else:
+                        await writer.executemany(group.sql, group.rows)
+                except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
+                    raise _StatementFailed() from exc
+                except sqlite3.OperationalError as exc:
+                    if _is_database_fault(exc):
+                        raise
+                    raise _StatementFailed() from exc
             await writer.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):

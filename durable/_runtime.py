@@ -109,9 +109,9 @@ class RunContext:
         self.fault: BaseException | None = None
         self.nondeterminism: NonDeterminismError | None = None
         self.stopped = False
+        self.outcome: tuple[RunStatus, bytes | None, str | None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.steps: set[asyncio.Task[None]] = set()
-        self.children: set[asyncio.Task[Any]] = set()
         self.waits: set[asyncio.Future[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------
@@ -120,7 +120,7 @@ class RunContext:
         self.task = asyncio.get_running_loop().create_task(self._drive(), name=f"durable-run-{self.run_id}")
 
     def tasks(self) -> list[asyncio.Task[Any]]:
-        return ([self.task] if self.task else []) + list(self.steps) + list(self.children)
+        return ([self.task] if self.task else []) + list(self.steps)
 
     def request_cancel(self) -> None:
         """Stop starting operations and wake every durable wait with RunCancelled."""
@@ -183,6 +183,7 @@ class RunContext:
             return
         assert outcome is not None
         self.status = outcome
+        self.outcome = (outcome, output, error)
         try:
             await self.commit(
                 [(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))],
@@ -216,12 +217,6 @@ class RunContext:
             self.nondeterminism = self.nondeterminism or err
             raise err
         return seq, rec
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.children.add(task)
-        task.add_done_callback(self.children.discard)
-        return task
 
     def call_step(self, step: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
         payload = dumps([args, kwargs])
@@ -319,28 +314,43 @@ class RunContext:
                 pass
         return float(BACKOFF_BASE_S * 2 ** (attempt - 1))
 
-    async def wait_until(self, wake_at: float) -> None:
-        """A durable wait: woken by its timer, or at once with RunCancelled by cancel()."""
-        self._check_not_cancelled()
-        timer = self.s.timers.wait_until(wake_at)
-        self.waits.add(timer)
-        try:
-            await timer
-        finally:
-            self.waits.discard(timer)
+    def wait_until(self, wake_at: float, after: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
+        """A durable wait: resolves at ``wake_at`` (counted once ``after`` committed), or
+        at once with RunCancelled when the run is cancelled."""
+        waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.cancel_requested:
+            waiting.set_exception(RunCancelled(self.run_id))
+            return waiting
+        self.waits.add(waiting)
+        waiting.add_done_callback(self.waits.discard)
+
+        def arm(committed: asyncio.Future[None] | None = None) -> None:
+            if waiting.done():
+                return
+            if committed is not None and (committed.cancelled() or committed.exception() is not None):
+                if committed.cancelled():
+                    waiting.cancel()
+                else:
+                    waiting.set_exception(committed.exception())  # type: ignore[arg-type]
+                return
+            self.s.timers.resolve_at(wake_at, waiting)
+
+        if after is None:
+            arm()
+        else:
+            after.add_done_callback(arm)
+        return waiting
 
     def sleep(self, until: Duration | datetime) -> Awaitable[None]:
         now = time.time()
         wake_at = wake_time(until, now)
         self._check_not_cancelled()
-        seq, rec = self._take("sleep", _describe(until))
+        name = _describe(until)
+        seq, rec = self._take("sleep", name)
         if rec is not None and rec.wake_at is not None:
-            return self._spawn(self.wait_until(rec.wake_at))
-        return self._spawn(self._sleep_live(seq, _describe(until), now, wake_at))
-
-    async def _sleep_live(self, seq: int, name: str, now: float, wake_at: float) -> None:
-        await self.commit([(INSERT_OP, (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at))])
-        await self.wait_until(wake_at)
+            return self.wait_until(rec.wake_at)
+        committed = self.commit([(INSERT_OP, (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at))])
+        return self.wait_until(wake_at, committed)
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
         data = dumps(value)

@@ -22,15 +22,19 @@ class TimerHeap:
 
     def wait_until(self, wake_at: float) -> asyncio.Future[None]:
         """A future that resolves once ``time.time() >= wake_at`` (never before)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.resolve_at(wake_at, future)
+        return future
+
+    def resolve_at(self, wake_at: float, future: asyncio.Future[None]) -> None:
+        """Resolve ``future`` at ``wake_at`` unless it is done by then (it then leaves the heap)."""
         if wake_at <= time.time():
-            future.set_result(None)
-            return future
+            if not future.done():
+                future.set_result(None)
+            return
         heapq.heappush(self._heap, (wake_at, next(self._counter), future))
         if self._armed_for is None or wake_at < self._armed_for:
-            self._arm(loop)
-        return future
+            self._arm(asyncio.get_running_loop())
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._handle is not None:

@@ -1,0 +1,174 @@
+"""Engine benchmark: prints one JSON line of figures.
+
+    python bench/bench_engine.py [--quick]
+
+Every figure runs against a fresh SQLite file in a temporary directory with the
+engine's defaults (WAL, synchronous=FULL). ``--quick`` shrinks the counts for a
+smoke run; the issue's figures are for the full counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson  # noqa: E402
+
+from durable import Engine, sleep, step, workflow  # noqa: E402
+
+lateness: list[float] = []
+reached = {"count": 0, "target": 0}
+all_reached = asyncio.Event()
+
+
+@step
+async def noop(i: int) -> int:
+    return i
+
+
+@workflow(name="bench.steps")
+async def steps_wf(n: int) -> int:
+    for i in range(n):
+        await noop(i)
+    return n
+
+
+@workflow(name="bench.nothing")
+async def nothing_wf() -> None:
+    return None
+
+
+@workflow(name="bench.sleep")
+async def sleep_wf(seconds: float) -> None:
+    before = time.time()
+    await sleep(seconds)
+    lateness.append(time.time() - (before + seconds))
+
+
+@workflow(name="bench.park")
+async def park_wf() -> None:
+    pending = sleep("1h")
+    reached["count"] += 1
+    if reached["count"] >= reached["target"]:
+        all_reached.set()
+    await pending
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def seq_steps(db: Path, n: int) -> float:
+    async with Engine(db) as engine:
+        t0 = time.perf_counter()
+        run = await engine.start(steps_wf, n)
+        await run.result()
+        return n / (time.perf_counter() - t0)
+
+
+async def concurrent_steps(db: Path, runs: int, n: int) -> float:
+    async with Engine(db) as engine:
+        t0 = time.perf_counter()
+        handles = await asyncio.gather(*(engine.start(steps_wf, n) for _ in range(runs)))
+        await asyncio.gather(*(h.result() for h in handles))
+        return runs * n / (time.perf_counter() - t0)
+
+
+async def start_latency(db: Path, n: int) -> list[float]:
+    async with Engine(db) as engine:
+        out = []
+        handles = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            handles.append(await engine.start(nothing_wf))
+            out.append((time.perf_counter() - t0) * 1000)
+        await asyncio.gather(*(h.result() for h in handles))
+        return out
+
+
+async def sleeping(db: Path, n: int) -> tuple[list[float], float]:
+    lateness.clear()
+    async with Engine(db) as engine:
+        handles = await asyncio.gather(*(engine.start(sleep_wf, 1.0) for _ in range(n)))
+        await asyncio.sleep(0.5)
+        gc.collect()
+        rss = rss_mb()
+        await asyncio.gather(*(h.result() for h in handles))
+        return [x * 1000 for x in lateness], rss
+
+
+async def cancel_latency(db: Path, n: int) -> list[float]:
+    async with Engine(db) as engine:
+        handles = await asyncio.gather(*(engine.start(sleep_wf, 3600.0) for _ in range(n)))
+        while (await handles[-1].status()).value != "running":
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # let every run reach its sleep
+        out = []
+        for h in handles:
+            t0 = time.perf_counter()
+            await h.cancel()
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+
+async def recovery(db: Path, n: int) -> float:
+    reached["count"], reached["target"] = 0, n
+    all_reached.clear()
+    async with Engine(db) as engine:
+        await asyncio.gather(*(engine.start(park_wf) for _ in range(n)))
+        await all_reached.wait()
+    reached["count"] = 0
+    all_reached.clear()
+    t0 = time.perf_counter()
+    engine = Engine(db)
+    await engine.open()
+    await all_reached.wait()
+    elapsed = time.perf_counter() - t0
+    await engine.close()
+    return elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    opts = parser.parse_args()
+    k = 10 if opts.quick else 1
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        d = Path(tmp)
+        out["seq_steps_per_s"] = round(await seq_steps(d / "seq.db", 5000 // k))
+        out["concurrent_steps_per_s"] = round(await concurrent_steps(d / "conc.db", 1000 // k, 20))
+        starts = await start_latency(d / "start.db", 1000 // k)
+        out["start_latency_ms_p50"] = round(pct(starts, 0.5), 3)
+        out["start_latency_ms_p99"] = round(pct(starts, 0.99), 3)
+        late, rss = await sleeping(d / "sleep.db", 10000 // k)
+        out["sleep_lateness_ms_p50"] = round(pct(late, 0.5), 3)
+        out["sleep_lateness_ms_p99"] = round(pct(late, 0.99), 3)
+        out["rss_mb_10k_sleeping"] = round(rss, 1)
+        cancels = await cancel_latency(d / "cancel.db", 1000 // k)
+        out["cancel_latency_ms_p50"] = round(pct(cancels, 0.5), 3)
+        out["cancel_latency_ms_p99"] = round(pct(cancels, 0.99), 3)
+        out["recovery_s"] = round(await recovery(d / "recover.db", 10000 // k), 3)
+        out["pid_fds"] = len(os.listdir("/proc/self/fd"))
+    print(orjson.dumps(out).decode())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,177 @@
+"""Cancellation: at once when sleeping, after the in-flight step otherwise, and for good."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from proc import until
+
+from durable import (
+    CannotCancel,
+    Engine,
+    Run,
+    RunCancelled,
+    RunStatus,
+    get_writable,
+    sleep,
+    step,
+    workflow,
+)
+
+events: list[str] = []
+gates: dict[str, asyncio.Event] = {}
+
+
+@step
+async def work(n: int) -> int:
+    events.append(f"start {n}")
+    gate = gates.get(f"step {n}")
+    if gate is not None:
+        gates[f"in step {n}"].set()
+        await gate.wait()
+    events.append(f"end {n}")
+    return n
+
+
+@workflow(name="cancel.steps")
+async def steps_then_sleep(count: int) -> int:
+    done = 0
+    try:
+        for n in range(count):
+            done += await work(n)
+        await sleep("1h")
+    except RunCancelled:
+        events.append("unwinding")
+        await get_writable().write({"cancelled_after": done})
+        raise
+    return done
+
+
+async def _has_sleep(run: Run) -> bool:
+    return any(op.kind == "sleep" for op in await run.timeline())
+
+
+@workflow(name="cancel.swallow")
+async def swallow_attempt() -> str:
+    try:
+        await sleep("1h")
+    except Exception:
+        return "swallowed"
+    return "woke"
+
+
+@workflow(name="cancel.quick")
+async def quick() -> str:
+    return "done"
+
+
+@workflow(name="cancel.fails")
+async def fails() -> None:
+    raise RuntimeError("nope")
+
+
+async def test_sleeping_run_is_cancelled_at_once(engine: Engine, sql: sqlite3.Connection) -> None:
+    events.clear()
+    run = await engine.start(steps_then_sleep, 1)
+    await until(lambda: _has_sleep(run), what="the run to sleep")
+    t0 = time.perf_counter()
+    previous = await run.cancel()
+    elapsed = time.perf_counter() - t0
+    assert previous is RunStatus.RUNNING
+    assert elapsed < 0.5
+    assert events == ["start 0", "end 0", "unwinding"]
+    info = await run.describe()
+    assert info.status is RunStatus.CANCELLED and info.completed_at is not None
+    assert sql.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("cancelled",)
+    with pytest.raises(RunCancelled):
+        await run.result(timeout=1)
+    # The stream got the workflow's last word and is closed.
+    assert [c async for c in run.readable()] == [{"cancelled_after": 0}]
+
+
+async def test_in_flight_step_finishes_and_is_recorded_then_nothing_more(db_path: Path, sql: sqlite3.Connection) -> None:
+    events.clear()
+    gates.update({"step 1": asyncio.Event(), "in step 1": asyncio.Event()})
+    try:
+        async with Engine(db_path) as engine:
+            run = await engine.start(steps_then_sleep, 5)
+            await gates["in step 1"].wait()
+            cancelling = asyncio.ensure_future(run.cancel())
+            await asyncio.sleep(0)  # cancel() commits 'cancelled' while the step is still running
+            await until(
+                lambda: sql.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("cancelled",),
+                what="'cancelled' to be committed",
+            )
+            assert not cancelling.done()  # it waits for the in-flight step
+            events.append("releasing step 1")
+            gates["step 1"].set()
+            assert await cancelling is RunStatus.RUNNING
+            events.append("cancel returned")
+            assert events == ["start 0", "end 0", "start 1", "releasing step 1", "end 1", "unwinding", "cancel returned"]
+            ops = sql.execute("SELECT seq, state, result FROM ops WHERE run_id = ? ORDER BY seq", (run.run_id,)).fetchall()
+            assert ops == [(0, "completed", b"0"), (1, "completed", b"1")]
+        # After a restart the cancelled run does not resume.
+        async with Engine(db_path) as engine:
+            assert engine.stats()["active_runs"] == 0
+            assert await engine.get_run(run.run_id).status() is RunStatus.CANCELLED
+        assert events[-1] == "cancel returned"
+    finally:
+        gates.clear()
+
+
+async def test_cancel_twice_is_a_no_op(engine: Engine) -> None:
+    run = await engine.start(steps_then_sleep, 0)
+    first, second = await asyncio.gather(run.cancel(), run.cancel())
+    assert {first, second} <= {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCELLED}
+    assert await run.cancel() is RunStatus.CANCELLED
+    assert await run.status() is RunStatus.CANCELLED
+
+
+async def test_cancel_pending_run_never_runs_it(engine: Engine) -> None:
+    events.clear()
+    run = await engine.start(steps_then_sleep, 3)
+    assert await run.cancel() is RunStatus.PENDING  # before its task had a chance to start
+    assert events == []
+    info = await run.describe()
+    assert info.status is RunStatus.CANCELLED and info.started_at is None and info.completed_at is not None
+
+
+async def test_cancel_completed_or_failed_run_raises(engine: Engine) -> None:
+    done = await engine.start(quick)
+    await done.result(timeout=5)
+    with pytest.raises(CannotCancel, match=f"Cannot cancel workflow run {done.run_id} with status completed"):
+        await done.cancel()
+    failed = await engine.start(fails)
+    with pytest.raises(Exception, match="RuntimeError: nope"):
+        await failed.result(timeout=5)
+    with pytest.raises(CannotCancel, match="with status failed") as caught:
+        await failed.cancel()
+    assert caught.value.status == "failed"
+
+
+async def test_except_exception_cannot_swallow_cancellation(engine: Engine) -> None:
+    run = await engine.start(swallow_attempt)
+    await until(lambda: _has_sleep(run), what="the run to sleep")
+    await run.cancel()
+    with pytest.raises(RunCancelled):
+        await run.result(timeout=1)
+
+
+async def test_cancel_of_a_run_not_loaded_by_this_engine(db_path: Path) -> None:
+    async with Engine(db_path) as engine:
+        run = await engine.start(quick)
+        await run.result(timeout=5)
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE runs SET status = 'running', workflow_name = 'not.registered' WHERE run_id = ?", (run.run_id,))
+    conn.close()
+    async with Engine(db_path) as engine:
+        handle = engine.get_run(run.run_id)
+        assert await handle.cancel() is RunStatus.RUNNING
+        assert await handle.status() is RunStatus.CANCELLED
+        with pytest.raises(RunCancelled):
+            await handle.result(timeout=1)

@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from proc import until
+
+from durable import (
+    Engine,
+    EngineClosed,
+    Run,
+    RunFailed,
+    RunNotFound,
+    RunStatus,
+    get_step_metadata,
+    get_workflow_metadata,
+    step,
+    workflow,
+)
+
+seen: list[object] = []
+
+
+@step
+async def double(x: int) -> int:
+    meta = get_step_metadata()
+    seen.append((meta.step_name, meta.attempt, get_workflow_metadata().workflow_name))
+    return x * 2
+
+
+@step
+async def triple(x: int) -> int:
+    return x * 3
+
+
+@workflow
+async def doubler(x: int) -> dict[str, object]:
+    wf = get_workflow_metadata()
+    return {"value": await double(x), "run_id": wf.run_id}
+
+
+@workflow(name="basics.fails")
+async def fails() -> None:
+    raise ValueError("broken input")
+
+
+@workflow(name="basics.gate")
+async def gated(name: str) -> str:
+    await GATES[name].wait()
+    return name
+
+
+GATES: dict[str, asyncio.Event] = {}
+
+
+async def test_start_runs_to_completion_with_statuses_and_times(engine: Engine) -> None:
+    seen.clear()
+    before = datetime.now(UTC)
+    run = await engine.start(doubler, 21)
+    assert await run.result(timeout=5) == {"value": 42, "run_id": run.run_id}
+    info = await run.describe()
+    assert info.run_id == run.run_id
+    assert info.workflow_name == "test_engine_basics.doubler"
+    assert info.status is RunStatus.COMPLETED
+    assert info.error is None
+    assert (info.args, info.kwargs) == ([21], {})
+    assert info.started_at is not None and info.completed_at is not None
+    assert before <= info.created_at <= info.started_at <= info.completed_at <= datetime.now(UTC)
+    assert info.created_at.tzinfo is UTC
+    assert await run.status() is RunStatus.COMPLETED
+    assert seen == [("test_engine_basics.double", 1, "test_engine_basics.doubler")]
+
+
+async def test_start_commits_pending_before_returning(engine: Engine, sql: sqlite3.Connection) -> None:
+    GATES["pending"] = asyncio.Event()
+    run = await engine.start(gated, "pending")
+    # Nothing ran yet: start() returned as soon as the pending run was committed.
+    assert sql.execute("SELECT status, started_at FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("pending", None)
+    GATES["pending"].set()
+    assert await run.result(timeout=5) == "pending"
+    assert sql.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("completed",)
+
+
+async def test_running_status_while_in_progress(engine: Engine) -> None:
+    GATES["running"] = asyncio.Event()
+    run = await engine.start(gated, "running")
+    await until(lambda: _status_is(run, RunStatus.RUNNING), what="running")
+    info = await run.describe()
+    assert info.status is RunStatus.RUNNING
+    assert info.started_at is not None and info.completed_at is None
+    GATES["running"].set()
+    await run.result(timeout=5)
+
+
+async def _status_is(run: Run, status: RunStatus) -> bool:
+    return (await run.describe()).status is status
+
+
+async def test_failed_run_records_error(engine: Engine) -> None:
+    run = await engine.start(fails)
+    with pytest.raises(RunFailed, match="ValueError: broken input") as caught:
+        await run.result(timeout=5)
+    assert caught.value.run_id == run.run_id
+    info = await run.describe()
+    assert info.status is RunStatus.FAILED
+    assert info.error == "ValueError: broken input"
+    assert info.completed_at is not None
+
+
+async def test_result_timeout(engine: Engine) -> None:
+    GATES["timeout"] = asyncio.Event()
+    run = await engine.start(gated, "timeout")
+    with pytest.raises(TimeoutError):
+        await run.result(timeout=0.05)
+    GATES["timeout"].set()
+    assert await run.result(timeout=5) == "timeout"
+
+
+async def test_unknown_run_raises_not_found_on_first_use(engine: Engine) -> None:
+    run = engine.get_run("wrun_NOPE")  # synchronous, no error yet
+    assert run.run_id == "wrun_NOPE"
+    for call in (run.status, run.describe, run.cancel, run.result, run.timeline):
+        with pytest.raises(RunNotFound, match="wrun_NOPE"):
+            await call()
+
+
+async def test_get_run_by_id_sees_the_same_run(engine: Engine) -> None:
+    run = await engine.start(doubler, 1)
+    await run.result(timeout=5)
+    again = engine.get_run(run.run_id)
+    assert await again.status() is RunStatus.COMPLETED
+    assert await again.result() == {"value": 2, "run_id": run.run_id}
+
+
+async def test_list_runs_newest_first_and_by_status(engine: Engine) -> None:
+    runs = [await engine.start(doubler, i) for i in range(3)]
+    failed = await engine.start(fails)
+    for r in runs:
+        await r.result(timeout=5)
+    with pytest.raises(RunFailed):
+        await failed.result(timeout=5)
+    listed = await engine.list_runs()
+    assert [i.run_id for i in listed] == [failed.run_id] + [r.run_id for r in reversed(runs)]
+    assert [i.run_id for i in await engine.list_runs(RunStatus.FAILED)] == [failed.run_id]
+    assert len(await engine.list_runs(limit=2)) == 2
+
+
+async def test_steps_outside_workflows_are_plain_calls() -> None:
+    assert await triple(4) == 12
+    with pytest.raises(RuntimeError, match="inside a @step"):
+        get_step_metadata()
+    with pytest.raises(RuntimeError, match="inside a workflow"):
+        get_workflow_metadata()
+
+
+async def test_unserializable_workflow_input_writes_nothing(engine: Engine, sql: sqlite3.Connection) -> None:
+    with pytest.raises(TypeError, match="not JSON-serializable"):
+        await engine.start(doubler, object())  # type: ignore[arg-type]
+    assert sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+
+
+async def test_start_needs_a_workflow(engine: Engine) -> None:
+    with pytest.raises(TypeError, match="@workflow"):
+        await engine.start(double)  # type: ignore[arg-type]
+
+
+async def test_close_is_idempotent_and_use_after_close_is_named(db_path: Path) -> None:
+    engine = Engine(db_path)
+    with pytest.raises(EngineClosed, match="not open"):
+        await engine.start(doubler, 1)
+    await engine.open()
+    await engine.close()
+    await engine.close()
+    with pytest.raises(EngineClosed):
+        await engine.start(doubler, 1)
+    with pytest.raises(EngineClosed):
+        await engine.get_run("wrun_X").status()
+    with pytest.raises(EngineClosed, match="Cannot reopen"):
+        await engine.open()
+
+
+async def test_pragmas_and_schema_version(db_path: Path, sql: sqlite3.Connection) -> None:
+    async with Engine(db_path, synchronous="NORMAL") as engine:
+        assert await engine.fetchall("PRAGMA synchronous") == [(1,)]
+        assert await engine.fetchall("PRAGMA foreign_keys") == [(1,)]
+    async with Engine(db_path) as engine:
+        assert await engine.fetchall("PRAGMA synchronous") == [(2,)]  # FULL by default
+    assert sql.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert sql.execute("PRAGMA user_version").fetchone() == (1,)
+    with pytest.raises(ValueError, match="synchronous must be one of"):
+        Engine(db_path, synchronous="SOMETIMES")
+
+
+async def test_no_task_or_fd_leak_across_open_close(db_path: Path) -> None:
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async with Engine(db_path) as engine:
+        await (await engine.start(doubler, 1)).result(timeout=5)
+    baseline_fds, baseline_tasks = fds(), len(asyncio.all_tasks())
+    for _ in range(5):
+        async with Engine(db_path) as engine:
+            await (await engine.start(doubler, 1)).result(timeout=5)
+            assert engine.stats()["active_runs"] == 0
+    assert fds() == baseline_fds
+    assert len(asyncio.all_tasks()) == baseline_tasks

@@ -1,0 +1,65 @@
+"""Group commit: concurrent writes share commits; nobody resumes before COMMIT."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from durable import Engine, step, workflow
+
+
+@step
+async def tiny(i: int) -> int:
+    return i
+
+
+@workflow(name="group.five")
+async def five_steps() -> int:
+    return sum([await tiny(i) for i in range(5)])
+
+
+async def test_concurrent_runs_share_commits(engine: Engine) -> None:
+    before = engine.stats()["commits"]
+    runs = await asyncio.gather(*(engine.start(five_steps) for _ in range(200)))
+    assert [await r.result(timeout=30) for r in runs] == [10] * 200
+    writes = 200 * (1 + 1 + 5 + 1)  # start, running, five steps, completed
+    commits = engine.stats()["commits"] - before
+    assert commits < writes / 10, (commits, writes)
+
+
+async def test_write_is_visible_to_other_connections_when_awaited(engine: Engine, sql: sqlite3.Connection) -> None:
+    await engine.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    for k in range(50):
+        await engine.execute("INSERT INTO t (k, v) VALUES (?, ?)", (k, f"v{k}"))
+        # Committed before the await returned: a separate connection sees it at once.
+        assert sql.execute("SELECT v FROM t WHERE k = ?", (k,)).fetchone() == (f"v{k}",)
+
+
+async def test_one_failing_write_does_not_fail_its_batch_neighbours(engine: Engine, sql: sqlite3.Connection) -> None:
+    await engine.execute("CREATE TABLE u (k INTEGER PRIMARY KEY)")
+    await engine.execute("INSERT INTO u (k) VALUES (1)")
+    results = await asyncio.gather(
+        engine.execute("INSERT INTO u (k) VALUES (2)"),
+        engine.execute("INSERT INTO u (k) VALUES (1)"),  # duplicate key
+        engine.execute("INSERT INTO u (k) VALUES (3)"),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert sql.execute("SELECT k FROM u ORDER BY k").fetchall() == [(1,), (2,), (3,)]
+
+
+async def test_locked_database_fails_writes_cleanly_and_recovers(db_path: Path, sql: sqlite3.Connection) -> None:
+    async with Engine(db_path) as engine:
+        await engine.execute("CREATE TABLE w (k INTEGER PRIMARY KEY)")
+        sql.execute("BEGIN EXCLUSIVE")  # another writer holds the lock: writes fail after busy_timeout
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await asyncio.wait_for(engine.execute("INSERT INTO w (k) VALUES (1)"), 10)
+        finally:
+            sql.execute("ROLLBACK")
+        await engine.execute("INSERT INTO w (k) VALUES (2)")
+        assert await engine.fetchall("SELECT k FROM w") == [(2,)]

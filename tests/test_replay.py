@@ -1,0 +1,232 @@
+"""Replay after restart, sequence numbers at call time, non-determinism, pass by value."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durable import Engine, RunStatus, StepFailed, step, workflow
+
+executions: list[str] = []
+
+
+def make_unfinished(path: Path, run_id: str, keep_ops_below: int | None = None) -> None:
+    """What a crash leaves: the run still running, optionally with its later operations unjournaled."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "UPDATE runs SET status = 'running', completed_at = NULL, output = NULL, error = NULL WHERE run_id = ?", (run_id,)
+        )
+        if keep_ops_below is not None:
+            conn.execute("DELETE FROM ops WHERE run_id = ? AND seq >= ?", (run_id, keep_ops_below))
+    conn.close()
+
+
+@step
+async def slow_echo(label: str, delay: float) -> str:
+    executions.append(label)
+    await asyncio.sleep(delay)
+    return label
+
+
+@workflow(name="replay.gather")
+async def gathered() -> list[str]:
+    # Completion order (c, b, a) differs from call order (a, b, c).
+    first = await asyncio.gather(slow_echo("a", 0.03), slow_echo("b", 0.02), slow_echo("c", 0.0))
+    last = await slow_echo("d", 0.0)
+    return [*first, last]
+
+
+async def test_gather_takes_sequence_numbers_at_call_time_and_replays(db_path: Path, sql: sqlite3.Connection) -> None:
+    executions.clear()
+    async with Engine(db_path) as engine:
+        run = await engine.start(gathered)
+        assert await run.result(timeout=5) == ["a", "b", "c", "d"]
+    assert executions == ["a", "b", "c", "d"]
+    rows = sql.execute("SELECT seq, result FROM ops WHERE run_id = ? ORDER BY seq", (run.run_id,)).fetchall()
+    assert rows == [(0, b'"a"'), (1, b'"b"'), (2, b'"c"'), (3, b'"d"')]
+    finished = sql.execute("SELECT completed_at FROM ops WHERE run_id = ? ORDER BY seq", (run.run_id,)).fetchall()
+    assert finished[2][0] < finished[1][0] < finished[0][0]  # c finished first, yet holds seq 2
+
+    make_unfinished(db_path, run.run_id)
+    executions.clear()
+    async with Engine(db_path) as engine:  # open resumes the run
+        assert await engine.get_run(run.run_id).result(timeout=5) == ["a", "b", "c", "d"]
+    assert executions == []  # every step came from the journal
+
+
+async def test_replay_reexecutes_only_unjournaled_steps(db_path: Path) -> None:
+    executions.clear()
+    async with Engine(db_path) as engine:
+        run = await engine.start(gathered)
+        await run.result(timeout=5)
+    make_unfinished(db_path, run.run_id, keep_ops_below=2)
+    executions.clear()
+    async with Engine(db_path) as engine:
+        assert await engine.get_run(run.run_id).result(timeout=5) == ["a", "b", "c", "d"]
+    assert executions == ["c", "d"]
+
+
+@step
+async def step_a() -> str:
+    return "a"
+
+
+@step
+async def step_b() -> str:
+    return "b"
+
+
+VERSION = {"current": 1}
+
+
+@workflow(name="replay.changing")
+async def changing() -> str:
+    if VERSION["current"] == 1:
+        return await step_a()
+    return await step_b()
+
+
+async def test_non_determinism_fails_the_run_naming_seq_and_operations(db_path: Path) -> None:
+    VERSION["current"] = 1
+    async with Engine(db_path) as engine:
+        run = await engine.start(changing)
+        assert await run.result(timeout=5) == "a"
+    make_unfinished(db_path, run.run_id)
+    VERSION["current"] = 2
+    try:
+        async with Engine(db_path) as engine:
+            handle = engine.get_run(run.run_id)
+            with pytest.raises(Exception, match="NonDeterminismError"):
+                await handle.result(timeout=5)
+            info = await handle.describe()
+    finally:
+        VERSION["current"] = 1
+    assert info.status is RunStatus.FAILED
+    assert info.error is not None
+    assert "operation 0 was recorded as step 'test_replay.step_a'" in info.error
+    assert "now calls step 'test_replay.step_b'" in info.error
+
+
+@workflow(name="replay.swallows")
+async def swallows() -> str:
+    try:
+        return await step_b() if VERSION["current"] == 2 else await step_a()
+    except Exception:
+        return "swallowed"  # catching it must not rescue the run
+
+
+async def test_non_determinism_cannot_be_swallowed(db_path: Path) -> None:
+    VERSION["current"] = 1
+    async with Engine(db_path) as engine:
+        run = await engine.start(swallows)
+        await run.result(timeout=5)
+    make_unfinished(db_path, run.run_id)
+    VERSION["current"] = 2
+    try:
+        async with Engine(db_path) as engine:
+            assert await engine.get_run(run.run_id).status() in (RunStatus.RUNNING, RunStatus.FAILED)
+            with pytest.raises(Exception, match="NonDeterminismError"):
+                await engine.get_run(run.run_id).result(timeout=5)
+    finally:
+        VERSION["current"] = 1
+
+
+@dataclass
+class Receipt:
+    order: str
+    cents: int
+
+
+@step
+async def make_receipt(order: str) -> Receipt:
+    return Receipt(order, 1250)
+
+
+@step
+async def make_pair() -> tuple[int, str]:
+    return (1, "x")
+
+
+@step
+async def mutate(items: list[int]) -> int:
+    items.append(99)  # must not reach the caller's list
+    return len(items)
+
+
+@workflow(name="replay.values")
+async def values() -> dict[str, Any]:
+    mine = [1, 2]
+    length = await mutate(mine)
+    return {"receipt": await make_receipt("o-1"), "pair": await make_pair(), "mine": mine, "length": length}
+
+
+async def test_pass_by_value_live_and_on_replay(db_path: Path) -> None:
+    expected = {"receipt": {"order": "o-1", "cents": 1250}, "pair": [1, "x"], "mine": [1, 2], "length": 3}
+    async with Engine(db_path) as engine:
+        run = await engine.start(values)
+        assert await run.result(timeout=5) == expected
+    make_unfinished(db_path, run.run_id)
+    async with Engine(db_path) as engine:
+        assert await engine.get_run(run.run_id).result(timeout=5) == expected
+
+
+@step
+async def takes_anything(value: Any) -> str:
+    return "ran"
+
+
+@workflow(name="replay.bad_argument")
+async def bad_argument() -> str:
+    try:
+        takes_anything(object())
+    except TypeError as exc:
+        return f"TypeError: {exc}"
+    return "no error"
+
+
+async def test_unserializable_step_argument_raises_at_the_call_before_writing(engine: Engine, sql: sqlite3.Connection) -> None:
+    run = await engine.start(bad_argument)
+    result = await run.result(timeout=5)
+    assert result.startswith("TypeError: Value is not JSON-serializable")
+    assert sql.execute("SELECT COUNT(*) FROM ops WHERE run_id = ?", (run.run_id,)).fetchone() == (0,)
+
+
+@step
+async def returns_object() -> Any:
+    return object()
+
+
+@workflow(name="replay.bad_result")
+async def bad_result() -> str:
+    try:
+        await returns_object()
+    except StepFailed as exc:
+        return exc.error_type
+    return "no error"
+
+
+async def test_unserializable_step_result_fails_the_step_at_once(engine: Engine) -> None:
+    run = await engine.start(bad_result)
+    assert await run.result(timeout=5) == "FatalError"
+    [op] = await run.timeline()
+    assert len(op.attempts) == 1
+
+
+async def test_unregistered_workflow_stays_as_it_is(db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with Engine(db_path) as engine:
+        run = await engine.start(changing)
+        await run.result(timeout=5)
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE runs SET status = 'running', workflow_name = 'gone.workflow' WHERE run_id = ?", (run.run_id,))
+    conn.close()
+    with caplog.at_level("WARNING", logger="durable"):
+        async with Engine(db_path) as engine:
+            assert await engine.get_run(run.run_id).status() is RunStatus.RUNNING
+    assert any("gone.workflow" in r.getMessage() and run.run_id in r.getMessage() for r in caplog.records)

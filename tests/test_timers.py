@@ -1,0 +1,81 @@
+"""Durable timers: never early, late by milliseconds, and counted across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import crash_workflows  # noqa: F401  (registers crash.sleeper for the reopened engine)
+import pytest
+from proc import kill, spawn_child
+
+from durable import Engine, sleep, workflow
+
+
+@workflow(name="timers.nap")
+async def nap(seconds: float) -> float:
+    await sleep(seconds)
+    return time.time()
+
+
+@workflow(name="timers.until")
+async def until(iso: str) -> float:
+    await sleep(datetime.fromisoformat(iso))
+    return time.time()
+
+
+def wake_at(path: Path, run_id: str) -> tuple[float, float]:
+    conn = sqlite3.connect(path)
+    row = conn.execute("SELECT started_at, wake_at FROM ops WHERE run_id = ? AND kind = 'sleep'", (run_id,)).fetchone()
+    conn.close()
+    assert row is not None
+    return float(row[0]), float(row[1])
+
+
+async def test_sleep_is_never_early_and_late_by_milliseconds(engine: Engine, db_path: Path) -> None:
+    runs = [await engine.start(nap, s) for s in (0.05, 0.1, 0.2, 0.3)]
+    for run, seconds in zip(runs, (0.05, 0.1, 0.2, 0.3), strict=True):
+        woke = await run.result(timeout=5)
+        slept, due = wake_at(db_path, run.run_id)
+        assert due - slept == pytest_approx(seconds)
+        assert due <= woke < due + 0.05
+
+
+async def test_sleep_until_a_datetime(engine: Engine, db_path: Path) -> None:
+    target = datetime.now(UTC) + timedelta(milliseconds=150)
+    run = await engine.start(until, target.isoformat())
+    woke = await run.result(timeout=5)
+    assert target.timestamp() <= woke < target.timestamp() + 0.05
+    assert wake_at(db_path, run.run_id)[1] == pytest_approx(target.timestamp())
+
+
+async def test_killed_sleeper_wakes_on_schedule_after_reopen(db_path: Path) -> None:
+    proc, run_id = await spawn_child(str(db_path), "sleep", "2")
+    await asyncio.sleep(0.5)
+    await kill(proc)
+    slept, due = wake_at(db_path, run_id)
+    assert due - slept == pytest_approx(2.0)
+    await asyncio.sleep(max(0.0, slept + 1.0 - time.time()))
+    async with Engine(db_path) as engine:
+        woke = await engine.get_run(run_id).result(timeout=5)
+    # About 2 s after it slept, not 2 s after the reopen at 1 s.
+    assert due <= woke < due + 0.1
+
+
+async def test_overdue_wait_fires_at_open(db_path: Path) -> None:
+    proc, run_id = await spawn_child(str(db_path), "sleep", "0.3")
+    await asyncio.sleep(0.1)
+    await kill(proc)
+    _, due = wake_at(db_path, run_id)
+    await asyncio.sleep(max(0.0, due + 0.3 - time.time()))
+    opened = time.time()
+    async with Engine(db_path) as engine:
+        woke = await engine.get_run(run_id).result(timeout=5)
+    assert opened <= woke < opened + 0.2
+
+
+def pytest_approx(value: float) -> object:
+    return pytest.approx(value, abs=0.002)
