@@ -8,7 +8,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -241,7 +241,7 @@ class Engine:
                 await drive
         ctx.stopped = True
         ctx.outcome = (RunStatus.CANCELLED, None, None)
-        self._hub.close(ctx.run_id)
+        ctx.end_streams()
         self._run_finished(ctx)
 
     def _run_finished(self, ctx: RunContext) -> None:
@@ -309,7 +309,7 @@ class Engine:
             return True
         return bool(row[1]) or RunStatus(row[0]).is_terminal
 
-    def _read(self, run_id: str, start_index: int, namespace: str | None) -> AsyncIterator[StreamChunk]:
+    def _read(self, run_id: str, start_index: int, namespace: str | None) -> AsyncGenerator[StreamChunk, None]:
         ns = DEFAULT_NAMESPACE if namespace is None else namespace
         return self._hub.read(run_id, ns, start_index, lambda: self._closed_in_journal(run_id, ns))
 
@@ -412,12 +412,13 @@ class Run:
             raise RunCancelled(self.run_id)
         raise RunFailed(self.run_id, error or "unknown error")
 
-    async def readable(self, start_index: int = 0, namespace: str | None = None) -> AsyncIterator[Any]:
+    async def readable(self, start_index: int = 0, namespace: str | None = None) -> AsyncGenerator[Any, None]:
         """The stream's values from ``start_index`` (negative counts from the end) until it closes."""
-        async for chunk in self.chunks(start_index, namespace):
-            yield chunk.value
+        async with contextlib.aclosing(self.chunks(start_index, namespace)) as chunks:
+            async for chunk in chunks:
+                yield chunk.value
 
-    async def chunks(self, start_index: int = 0, namespace: str | None = None) -> AsyncIterator[StreamChunk]:
+    async def chunks(self, start_index: int = 0, namespace: str | None = None) -> AsyncGenerator[StreamChunk, None]:
         """Like ``readable`` with each chunk's index and JSON bytes."""
         await self._engine._row(self.run_id)
         reader = self._engine._read(self.run_id, start_index, namespace)
@@ -425,7 +426,7 @@ class Run:
             async for chunk in reader:
                 yield chunk
         finally:
-            await reader.aclose()  # type: ignore[attr-defined]
+            await reader.aclose()
 
     async def timeline(self) -> list[OperationInfo]:
         """Each step and sleep of the run with its attempts and times, in order."""

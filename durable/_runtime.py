@@ -103,12 +103,14 @@ class RunContext:
         self.recorded = replay.ops
         self.chunk_next = replay.chunk_next
         self.step_parts = replay.step_parts
-        self.closed = replay.closed
+        self.closed: set[str] = set()  # closed by this execution: writing to them is an error
+        self.closed_committed = replay.closed  # closed in the journal: their readers end
         self.seq = 0
         self.cancel_requested = False
         self.fault: BaseException | None = None
         self.nondeterminism: NonDeterminismError | None = None
         self.stopped = False
+        self.streams_ended = False
         self.outcome: tuple[RunStatus, bytes | None, str | None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.steps: set[asyncio.Task[None]] = set()
@@ -187,7 +189,7 @@ class RunContext:
         try:
             await self.commit(
                 [(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))],
-                lambda: self.s.hub.close(self.run_id),
+                self.end_streams,
             )
         except Exception as exc:  # the run stays unfinished in the journal and resumes later
             log.error("run %s: could not record %s: %s", self.run_id, outcome.value, exc)
@@ -354,6 +356,8 @@ class RunContext:
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
         data = dumps(value)
+        if namespace in self.closed:
+            raise ValueError(f"Stream {namespace or 'default'!r} of run {self.run_id} is closed")
         scope = current_step.get()
         if scope is not None and scope.run is self:
             part = scope.writes
@@ -361,8 +365,6 @@ class RunContext:
             if part < self.step_parts.get(scope.seq, 0):
                 return _done()  # stored by an earlier execution of this step
             return self._store_chunk(namespace, scope.seq, part, data)
-        if namespace in self.closed:
-            raise ValueError(f"Stream {namespace or 'default'!r} of run {self.run_id} is closed")
         if self.stopped:
             raise RuntimeError(f"Workflow run {self.run_id} has stopped: it cannot write to its streams")
         seq, rec = self._take("write", namespace)
@@ -391,11 +393,20 @@ class RunContext:
                     (self.run_id, namespace, time.time()),
                 )
             ],
-            lambda: self.s.hub.close(self.run_id, namespace),
+            lambda: self._stream_closed_committed(namespace),
         )
 
+    def _stream_closed_committed(self, namespace: str) -> None:
+        self.closed_committed.add(namespace)
+        self.s.hub.close(self.run_id, namespace)
+
+    def end_streams(self) -> None:
+        """Close every stream of the run: from here on readers end, also those attaching now."""
+        self.streams_ended = True
+        self.s.hub.close(self.run_id)
+
     def stream_closed(self, namespace: str) -> bool:
-        return self.stopped or namespace in self.closed
+        return self.streams_ended or namespace in self.closed_committed
 
 
 def _done() -> asyncio.Future[None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,16 +138,20 @@ class StreamHub:
         count = int(row[0]) if row else 0
         return max(0, count + start_index)
 
-    async def read(self, run_id: str, namespace: str, start_index: int, is_closed: ClosedCheck) -> AsyncIterator[StreamChunk]:
+    async def read(
+        self, run_id: str, namespace: str, start_index: int, is_closed: ClosedCheck
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Chunks from ``start_index`` until the stream closes: stored first, then live."""
         sub = self._subscribe(run_id, namespace)
         try:
             nxt = await self._resolve_start(run_id, namespace, start_index)
             while True:
                 # Catch up from the database. Anything committed after this read is
-                # also in the queue, since we subscribed before reading.
+                # also in the queue, since we subscribed before reading. A stream seen
+                # closed before the read is complete in the database: read it to the end.
                 sub.overflowed = False
                 sub.items.clear()
+                closed = sub.closed or await is_closed()
                 while True:
                     page = await self._stored(run_id, namespace, nxt)
                     for chunk in page:
@@ -155,11 +159,7 @@ class StreamHub:
                         nxt = chunk.index + 1
                     if len(page) < PAGE:
                         break
-                if sub.closed or await is_closed():
-                    # Closing commits after the stream's last write: one more read ends it.
-                    for chunk in await self._stored(run_id, namespace, nxt):
-                        yield chunk
-                        nxt = chunk.index + 1
+                if closed:
                     return
                 behind = False
                 while not behind:
