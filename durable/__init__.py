@@ -17,6 +17,7 @@ from ._errors import (
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._runtime import StreamWriter, get_writable, sleep
+from ._gc import tune_gc
 from ._serde import parse_duration
 from ._streams import StreamChunk
 
@@ -49,5 +50,6 @@ __all__ = [
     "parse_duration",
     "sleep",
     "step",
+    "tune_gc",
     "workflow",
 ]

@@ -47,6 +47,7 @@ def test_public_surface_is_pinned() -> None:
         "parse_duration",
         "sleep",
         "step",
+        "tune_gc",
         "workflow",
     ]
     for name in durable.__all__:
