@@ -1,0 +1,477 @@
+// Control panel: start form, the selected run followed live, run history.
+// The selected run lives in the URL (#run=<id>) so a reload picks it up again.
+
+import { allowTokenPrompt, api, ApiError, csvUrl, downloadCsv, getToken, setTokenPrompt } from "./api.js";
+import { VALIDATORS } from "./validate.js";
+import { RunFollower } from "./stream.js";
+import { elapsed, plural, setTime } from "./format.js";
+import { InvoiceTable } from "./table.js";
+import { RunHistory } from "./history.js";
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const EVENT_STATUS = { complete: "completed", cancelled: "cancelled", error: "failed" };
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- token
+
+function setupTokenPrompt() {
+  const dialog = $("token-dialog");
+  const form = $("token-form");
+  const input = $("token-input");
+  const error = $("token-error");
+  setTokenPrompt((wasRejected) => new Promise((resolve) => {
+    error.hidden = !wasRejected;
+    error.textContent = wasRejected ? "That token was refused. Try again." : "";
+    input.value = "";
+    const done = (value) => {
+      form.removeEventListener("submit", onSubmit);
+      dialog.removeEventListener("cancel", onCancel);
+      cancelButton.removeEventListener("click", onCancel);
+      if (dialog.open) dialog.close();
+      resolve(value);
+    };
+    const onSubmit = (event) => {
+      event.preventDefault();
+      const value = input.value.trim();
+      if (!value) {
+        error.hidden = false;
+        error.textContent = "Enter the token the server was started with.";
+        input.focus();
+        return;
+      }
+      done(value);
+    };
+    const onCancel = (event) => {
+      event.preventDefault();
+      done(null);
+    };
+    const cancelButton = $("token-cancel");
+    form.addEventListener("submit", onSubmit);
+    dialog.addEventListener("cancel", onCancel);
+    cancelButton.addEventListener("click", onCancel);
+    dialog.showModal();
+    input.focus();
+  }));
+}
+
+// ---------------------------------------------------------------- start form
+
+const form = {
+  el: null,
+  touched: new Set(),
+
+  init() {
+    this.el = $("start-form");
+    for (const name of Object.keys(VALIDATORS)) {
+      const input = this.el.elements[name];
+      input.addEventListener("blur", () => {
+        this.touched.add(name);
+        this.check(name);
+      });
+      input.addEventListener("input", () => {
+        if (this.touched.has(name) || input.value.length > 0) this.check(name);
+        this.showFormError(null);
+      });
+    }
+    this.el.addEventListener("submit", (event) => {
+      event.preventDefault();
+      allowTokenPrompt();
+      this.submit();
+    });
+  },
+
+  check(name) {
+    const input = this.el.elements[name];
+    // A number field holding something that is not a number reports "" as its value.
+    const message = input.validity.badInput
+      ? "Must be a whole number from 1 to 10000."
+      : VALIDATORS[name](input.value);
+    this.showFieldError(name, message);
+    return message === null;
+  },
+
+  showFieldError(name, message) {
+    const input = this.el.elements[name];
+    const out = $(`${name}-error`);
+    out.textContent = message || "";
+    out.hidden = !message;
+    if (message) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  },
+
+  showFormError(message) {
+    const out = $("form-error");
+    out.textContent = message || "";
+    out.hidden = !message;
+  },
+
+  async submit() {
+    const names = Object.keys(VALIDATORS);
+    names.forEach((name) => this.touched.add(name));
+    const invalid = names.filter((name) => !this.check(name));
+    if (invalid.length) {
+      this.el.elements[invalid[0]].focus();
+      return;
+    }
+    const button = $("start-button");
+    button.disabled = true;
+    button.textContent = "Starting…";
+    this.showFormError(null);
+    try {
+      const { accountId, total, delay } = this.el.elements;
+      const started = await api.start(accountId.value.trim(), Number(total.value.trim()), delay.value.trim());
+      runHistory.refresh();
+      selectRun(started.runId, { push: true, initial: started });
+    } catch (err) {
+      this.showApiError(err);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Start batch";
+    }
+  },
+
+  showApiError(err) {
+    const message = err instanceof ApiError ? err.message : String(err);
+    // The API names the field in its message; show it beside that field too.
+    const field = err instanceof ApiError && err.status === 400
+      ? Object.keys(VALIDATORS).find((name) => message.startsWith(name) || message.includes(`"${name}"`))
+      : undefined;
+    if (field) {
+      this.showFieldError(field, message);
+      this.el.elements[field].focus();
+    }
+    this.showFormError(`Not started: ${message}`);
+  },
+};
+
+// ---------------------------------------------------------------- current run
+
+const view = {};
+let table;
+// The selected run: { runId, status, total, current (invoices seen), finalCount
+// (from the terminal event or the cancel answer), info (last /api/status), follower, ... }
+let current = null;
+// Set when the page itself writes #run=...; the hashchange that follows is not a navigation.
+let ownHash = null;
+
+function initView() {
+  for (const id of ["run-panel", "run-badge", "run-empty", "run-body", "run-id", "run-account",
+    "run-delay", "run-created", "run-started", "run-completed", "progress", "progress-text",
+    "run-status", "connection", "cancel-button", "csv-link", "run-error"]) {
+    view[id] = $(id);
+  }
+  table = new InvoiceTable({ body: $("invoice-rows"), count: $("invoice-count"), empty: $("invoices-empty") });
+  view["cancel-button"].addEventListener("click", cancelCurrent);
+  view["csv-link"].addEventListener("click", (event) => {
+    if (!current || !getToken()) return; // a plain link works without a token
+    event.preventDefault();
+    downloadCsv(current.runId).catch((err) => showError(err.message));
+  });
+}
+
+function runIdFromHash() {
+  const match = /^#run=(.+)$/.exec(location.hash);
+  if (!match) return null;
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return null;
+  }
+}
+
+function selectRun(runId, { push = false, initial = null } = {}) {
+  if (push) {
+    const hash = `#run=${encodeURIComponent(runId)}`;
+    if (location.hash !== hash) ownHash = hash;
+    location.hash = hash;
+  }
+  if (current && current.runId === runId) return;
+  if (current) current.follower.stop();
+
+  table.reset();
+  current = {
+    runId,
+    status: initial ? "pending" : null,
+    total: initial ? initial.total : null,
+    current: 0,
+    info: initial ? { ...initial, status: "pending" } : null,
+    cancelResult: null,
+    finalCount: null,
+    errorMessage: null,
+    statusError: false,
+  };
+  const run = current;
+  run.follower = new RunFollower(runId, {
+    onEvent: (index, data) => onStreamEvent(run, index, data),
+    onState: (state) => onStreamState(run, state),
+    onDrop: () => refreshStatus(run).then(() => run.status),
+  });
+  showError(null);
+  renderRun();
+  runHistory.markSelected(runId);
+  refreshStatus(run).then(() => {
+    if (current === run) run.follower.start();
+  });
+}
+
+/** Follow the current run again from scratch (after its stream gave up). */
+function reselect() {
+  const runId = current.runId;
+  current.follower.stop();
+  current = null;
+  selectRun(runId);
+}
+
+function isCurrent(run) {
+  return current === run;
+}
+
+async function refreshStatus(run, attempt = 0) {
+  try {
+    const info = await api.status(run.runId);
+    if (!isCurrent(run)) return;
+    const changed = run.info?.status !== info.status;
+    run.info = info;
+    if (TERMINAL.has(run.status) && !TERMINAL.has(info.status)) {
+      // The stream's terminal event is written just before the run is marked
+      // finished; read again shortly for the final status and times.
+      if (attempt < 8) setTimeout(() => refreshStatus(run, attempt + 1), 150 * 2 ** Math.min(attempt, 4));
+    } else {
+      run.status = info.status;
+    }
+    if (typeof info.total === "number") run.total = info.total;
+    if (TERMINAL.has(info.status) && typeof info.current === "number" && run.finalCount === null) {
+      run.finalCount = info.current;
+    }
+    if (changed) runHistory.refresh();
+    if (run.statusError) {
+      run.statusError = false;
+      showError(null);
+    }
+    renderRun();
+  } catch (err) {
+    if (!isCurrent(run) || !(err instanceof ApiError)) return;
+    if (err.status === 404) {
+      run.status = "unknown";
+      run.follower.stop();
+      renderRun();
+      showError(`No run with id ${run.runId} was found.`);
+    } else if (err.status !== 0) {
+      // Status 0 (server unreachable) is already shown as "reconnecting".
+      run.statusError = true;
+      showError(err.message);
+    }
+  }
+}
+
+function onStreamEvent(run, index, data) {
+  if (!isCurrent(run) || !data || typeof data !== "object") return;
+  if (typeof data.total === "number") run.total = data.total;
+  if (data.type === "progress") {
+    const n = typeof data.current === "number" ? data.current : table.count + 1;
+    const invoiceId = data.invoiceId || `INV-${data.accountId}-${String(n).padStart(4, "0")}`;
+    table.add({ invoiceId, n, customer: data.customer, currency: data.currency, totalCents: data.totalCents });
+    run.current = Math.max(run.current, n, table.count);
+    if (run.status === "pending" || run.status === null) {
+      run.status = "running";
+      refreshStatus(run); // picks up startedAt
+    }
+  } else if (data.type in EVENT_STATUS) {
+    run.status = EVENT_STATUS[data.type];
+    if (typeof data.current === "number") {
+      run.current = Math.max(run.current, data.current);
+      run.finalCount = data.current;
+    }
+    if (data.type === "error") run.errorMessage = data.message || "The batch failed.";
+    refreshStatus(run);
+    runHistory.refresh();
+  }
+  scheduleRender();
+}
+
+function onStreamState(run, state) {
+  if (!isCurrent(run)) return;
+  view["run-panel"].dataset.stream = state;
+  const conn = view.connection;
+  if (state === "reconnecting") {
+    conn.hidden = false;
+    conn.textContent = "Connection lost — reconnecting…";
+  } else {
+    conn.hidden = true;
+    conn.textContent = "";
+  }
+  if (state === "closed" && !TERMINAL.has(run.status)) refreshStatus(run);
+}
+
+// Events can arrive far faster than frames: draw rows and numbers together,
+// once per frame, and still draw when frames are paused (background tab).
+let renderPending = false;
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  const go = () => {
+    if (!renderPending) return;
+    renderPending = false;
+    table.flush();
+    renderRun();
+  };
+  requestAnimationFrame(go);
+  setTimeout(go, 250);
+}
+
+// The live region says what changed in the run's state; the per-invoice
+// numbers stay out of it so a screen reader is not flooded.
+function statusSentence(run) {
+  const total = run.total ?? "?";
+  const done = run.finalCount ?? run.cancelResult?.invoicesIssued ?? run.current;
+  switch (run.status) {
+    case "pending": return "Pending: waiting to start.";
+    case "running": return "Running.";
+    case "completed": return `Completed: ${done} of ${total} invoices issued.`;
+    case "cancelled": return `Cancelled after ${done} of ${total} invoices.`;
+    case "failed": {
+      const why = run.errorMessage || run.info?.error || "unknown error";
+      return `Failed after ${done} of ${total} invoices: ${why}`;
+    }
+    case "unknown": return "Run not found.";
+    default: return "Loading…";
+  }
+}
+
+function renderRun() {
+  const run = current;
+  view["run-empty"].hidden = Boolean(run);
+  view["run-body"].hidden = !run;
+  const badge = view["run-badge"];
+  if (!run) {
+    badge.hidden = true;
+    view["run-panel"].dataset.status = "none";
+    return;
+  }
+  const status = run.status || "loading";
+  const info = run.info || {};
+  view["run-panel"].dataset.status = status;
+  badge.hidden = false;
+  badge.dataset.status = status;
+  badge.textContent = status;
+
+  view["run-id"].textContent = run.runId;
+  view["run-account"].textContent = info.accountId || "—";
+  view["run-delay"].textContent = info.delay ?? "—";
+  setTime(view["run-created"], info.createdAt);
+  setTime(view["run-started"], info.startedAt);
+  setTime(view["run-completed"], info.completedAt);
+  const took = elapsed(info.startedAt, info.completedAt);
+  if (took) view["run-completed"].textContent += ` (${took})`;
+
+  const total = Number(run.total) || 0;
+  const done = Math.max(run.current, run.finalCount ?? 0);
+  const progress = view.progress;
+  progress.max = Math.max(total, 1);
+  progress.value = Math.min(done, progress.max);
+  view["progress-text"].textContent = `${done} / ${total || "?"}`;
+
+  const sentence = statusSentence(run);
+  if (view["run-status"].textContent !== sentence) view["run-status"].textContent = sentence;
+
+  const cancel = view["cancel-button"];
+  const cancellable = status === "pending" || status === "running";
+  cancel.hidden = !cancellable;
+  if (!cancellable) {
+    cancel.disabled = false;
+    cancel.textContent = "Cancel batch";
+  }
+
+  const csv = view["csv-link"];
+  csv.hidden = !(TERMINAL.has(status) && (done > 0 || table.count > 0));
+  csv.href = csvUrl(run.runId);
+  csv.download = `invoices-${run.runId}.csv`;
+  csv.textContent = status === "cancelled"
+    ? `Download CSV of the ${plural(done, "issued invoice")}`
+    : "Download CSV of issued invoices";
+}
+
+async function cancelCurrent() {
+  const run = current;
+  if (!run) return;
+  const button = view["cancel-button"];
+  button.disabled = true;
+  button.textContent = "Cancelling…";
+  showError(null);
+  try {
+    const result = await api.cancel(run.runId);
+    if (!isCurrent(run)) return;
+    run.cancelResult = result;
+    run.status = "cancelled";
+    if (typeof result.invoicesIssued === "number") {
+      run.finalCount = result.invoicesIssued;
+      run.current = Math.max(run.current, result.invoicesIssued);
+    }
+    renderRun();
+    // The cancel button is gone now; keep keyboard focus somewhere useful.
+    if (view["csv-link"].hidden) view["run-panel"].focus();
+    else view["csv-link"].focus();
+    refreshStatus(run);
+    runHistory.refresh();
+  } catch (err) {
+    if (!isCurrent(run)) return;
+    button.disabled = false;
+    button.textContent = "Cancel batch";
+    showError(err instanceof ApiError && err.status === 409
+      ? `Not cancelled: ${err.message}`
+      : `Cancel failed: ${err.message}`);
+    refreshStatus(run);
+  }
+}
+
+function showError(message) {
+  const el = view["run-error"];
+  el.textContent = message || "";
+  el.hidden = !message;
+}
+
+// ---------------------------------------------------------------- history
+
+const runHistory = new RunHistory({
+  list: $("history"),
+  empty: $("history-empty"),
+  error: $("history-error"),
+  selectedRunId: () => current?.runId ?? null,
+});
+
+// ---------------------------------------------------------------- boot
+
+function onHashChange() {
+  const runId = runIdFromHash();
+  if (ownHash === location.hash) {
+    ownHash = null;
+    return;
+  }
+  if (runId) {
+    selectRun(runId);
+    view["run-panel"].focus({ preventScroll: false });
+  }
+}
+
+function boot() {
+  setupTokenPrompt();
+  initView();
+  form.init();
+  $("history-refresh").addEventListener("click", () => {
+    allowTokenPrompt();
+    runHistory.refresh();
+    if (current && current.follower.state === "closed" && !TERMINAL.has(current.status)) reselect();
+  });
+  runHistory.start();
+  window.addEventListener("hashchange", onHashChange);
+  window.addEventListener("invoices:token", () => {
+    if (current) current.follower.retryNow();
+    runHistory.refresh();
+  });
+  const runId = runIdFromHash();
+  if (runId) selectRun(runId);
+  else renderRun();
+  document.documentElement.dataset.ready = "true";
+}
+
+boot();

@@ -1,0 +1,66 @@
+// Client-side copies of the API's input rules (DESIGN.md section 4), so a
+// person sees what is wrong before anything is sent. The server stays the
+// authority: whatever it still refuses is shown as it says it.
+
+export const ACCOUNT_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+export const MAX_TOTAL = 10000;
+export const MAX_DELAY_MS = 24 * 60 * 60 * 1000;
+
+const UNIT_MS = new Map([
+  ["ms", 1], ["msec", 1], ["msecs", 1], ["millisecond", 1], ["milliseconds", 1],
+  ["s", 1000], ["sec", 1000], ["secs", 1000], ["second", 1000], ["seconds", 1000],
+  ["m", 60000], ["min", 60000], ["mins", 60000], ["minute", 60000], ["minutes", 60000],
+  ["h", 3600000], ["hr", 3600000], ["hrs", 3600000], ["hour", 3600000], ["hours", 3600000],
+  ["d", 86400000], ["day", 86400000], ["days", 86400000],
+  ["w", 604800000], ["week", 604800000], ["weeks", 604800000],
+]);
+const MAX_DELAY_TEXT = 32; // the server does not parse longer strings
+
+const DURATION_RE = /^(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)$/i;
+
+/** Parse "500ms" / "1s" / "5m" / "2h" / "1.5h" / "250" (bare = ms) to milliseconds, or null. */
+export function parseDurationMs(text) {
+  const m = DURATION_RE.exec(String(text).trim());
+  if (!m) return null;
+  const unit = m[2].toLowerCase();
+  const factor = unit === "" ? 1 : UNIT_MS.get(unit);
+  if (factor === undefined) return null;
+  return Number(m[1]) * factor;
+}
+
+export function validateAccountId(value) {
+  if (value === "") return "Required.";
+  if (value.length > 64) return `At most 64 characters (this has ${value.length}).`;
+  if (!ACCOUNT_ID_RE.test(value)) {
+    const bad = [...new Set(value.replace(/[A-Za-z0-9_.-]/g, ""))]
+      .map((ch) => (/\s/.test(ch) ? "a space" : `"${ch}"`))
+      .join(", ");
+    return `Only letters, digits, _ . and - are allowed (found ${bad}).`;
+  }
+  return null;
+}
+
+export function validateTotal(value) {
+  const text = value.trim();
+  if (text === "") return "Required.";
+  if (!/^\d+$/.test(text)) return "Must be a whole number from 1 to 10000.";
+  const n = Number(text);
+  if (n < 1 || n > MAX_TOTAL) return `Must be from 1 to 10000, got ${text}.`;
+  return null;
+}
+
+export function validateDelay(value) {
+  const text = value.trim();
+  if (text === "") return "Required, e.g. 1s.";
+  if (value.length > MAX_DELAY_TEXT) return `At most ${MAX_DELAY_TEXT} characters, e.g. 500ms or 1s.`;
+  const ms = parseDurationMs(text);
+  if (ms === null) return "Use a duration such as 500ms, 1s, 5m or 2h.";
+  if (ms > MAX_DELAY_MS) return `Must be at most 24h, got ${text}.`;
+  return null;
+}
+
+export const VALIDATORS = {
+  accountId: validateAccountId,
+  total: validateTotal,
+  delay: validateDelay,
+};
