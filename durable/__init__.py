@@ -14,10 +14,10 @@ from ._errors import (
     RunNotFound,
     StepFailed,
 )
+from ._gc import tune_gc
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._runtime import StreamWriter, get_writable, sleep
-from ._gc import tune_gc
 from ._serde import parse_duration
 from ._streams import StreamChunk
 

@@ -19,7 +19,7 @@ from ._ids import new_run_id
 from ._journal import Journal
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._registry import WorkflowFunction, lookup_workflow
-from ._runtime import SET_TERMINAL, Recorded, Replay, RunContext, Services
+from ._runtime import SET_CANCELLED, Recorded, Replay, RunContext, Services
 from ._serde import dumps, loads, to_datetime
 from ._streams import DEFAULT_NAMESPACE, StreamChunk, StreamHub
 from ._timers import TimerHeap
@@ -27,7 +27,7 @@ from ._timers import TimerHeap
 log = logging.getLogger("durable")
 
 _RUN_COLUMNS = "run_id, workflow_name, status, created_at, started_at, completed_at, error, input"
-_UNFINISHED_SQL = "status IN ('pending', 'running')"
+_TO_RESUME_SQL = "(r.status IN ('pending', 'running') OR (r.status = 'cancelled' AND r.unwound = 0))"
 FAULT_RETRY_MAX_S = 30.0
 
 
@@ -214,7 +214,7 @@ class Engine:
             if previous is RunStatus.CANCELLED:
                 return previous
             await self._journal.submit(
-                [(SET_TERMINAL, (RunStatus.CANCELLED.value, None, None, time.time(), run_id))],
+                [(SET_CANCELLED, (time.time(), run_id))],
                 lambda: self._notify(run_id, (RunStatus.CANCELLED, None, None)),
             )
             return previous
@@ -222,7 +222,7 @@ class Engine:
             await self._await_stop(ctx)
             return RunStatus.CANCELLED
         ctx.request_cancel()
-        await ctx.commit([(SET_TERMINAL, (RunStatus.CANCELLED.value, None, None, time.time(), run_id))])
+        await ctx.commit([(SET_CANCELLED, (time.time(), run_id))])
         await self._await_stop(ctx)
         return previous
 
@@ -239,10 +239,11 @@ class Engine:
                 drive.cancel()
             with contextlib.suppress(BaseException):
                 await drive
-        ctx.stopped = True
-        ctx.outcome = (RunStatus.CANCELLED, None, None)
-        ctx.end_streams()
-        self._run_finished(ctx)
+        if not ctx.stopped:  # the body never ran (its task was cancelled before its first step)
+            ctx.stopped = True
+            ctx.outcome = (RunStatus.CANCELLED, None, None)
+            ctx.end_streams()
+            self._run_finished(ctx)
 
     def _run_finished(self, ctx: RunContext) -> None:
         if self._active.get(ctx.run_id) is ctx:
@@ -317,7 +318,7 @@ class Engine:
 
     async def _resume(self, run_ids: list[str] | None) -> None:
         """Load unfinished runs (all, or the given ones) from the journal and start them."""
-        where = f"r.{_UNFINISHED_SQL}"
+        where = _TO_RESUME_SQL
         params: tuple[Any, ...] = ()
         if run_ids is not None:
             where += f" AND r.run_id IN ({', '.join('?' * len(run_ids))})"
@@ -373,6 +374,8 @@ class Engine:
                 )
                 continue
             ctx = RunContext(self._services, run_id, wf, bytes(input_data), RunStatus(status), replays[run_id])
+            if ctx.status is RunStatus.CANCELLED:
+                ctx.request_cancel()  # cancelled, but its body had not seen it yet
             self._active[run_id] = ctx
             ctx.start()
 

@@ -92,6 +92,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, namespace)
     ) WITHOUT ROWID;
     """,
+    # A cancelled run's body still has to observe its cancellation (and may write a
+    # last chunk); until it has, the run is resumed at open like an unfinished one.
+    """
+    ALTER TABLE runs ADD COLUMN unwound INTEGER NOT NULL DEFAULT 1;
+    DROP INDEX runs_unfinished;
+    CREATE INDEX runs_to_resume ON runs (created_at)
+        WHERE status IN ('pending', 'running') OR (status = 'cancelled' AND unwound = 0);
+    """,
 ]
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -257,6 +265,20 @@ class Journal:
                 if not groups or groups[-1].sql != sql:
                     groups.append(_Group(sql))
                 groups[-1].rows.append(params)
+        if len(groups) == 1 and len(groups[0].rows) == 1:
+            # One statement is atomic on its own in autocommit mode: one round trip to
+            # the database thread instead of three (BEGIN, statement, COMMIT).
+            group = groups[0]
+            try:
+                await writer.execute(group.sql, group.rows[0])
+            except sqlite3.OperationalError as exc:
+                if _is_database_fault(exc):
+                    raise
+                raise _StatementFailed() from exc
+            except sqlite3.Error as exc:
+                raise _StatementFailed() from exc
+            self.commits += 1
+            return
         await writer.execute("BEGIN IMMEDIATE")
         try:
             for group in groups:

@@ -37,6 +37,10 @@ INSERT_ATTEMPT = (
 )
 INSERT_CHUNK = "INSERT INTO chunks (run_id, namespace, idx, seq, part, data, written_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 SET_RUNNING = "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ? AND status = 'pending'"
+SET_CANCELLED = (
+    "UPDATE runs SET status = 'cancelled', completed_at = ?, unwound = 0 WHERE run_id = ? AND status IN ('pending', 'running')"
+)
+SET_UNWOUND = "UPDATE runs SET unwound = 1 WHERE run_id = ?"
 SET_TERMINAL = (
     "UPDATE runs SET status = ?, output = ?, error = ?, completed_at = ? WHERE run_id = ? AND status IN ('pending', 'running')"
 )
@@ -156,12 +160,13 @@ class RunContext:
                 await self.commit([(SET_RUNNING, (time.time(), self.run_id))])
                 if not self.cancel_requested:
                     self.status = RunStatus.RUNNING
-            if not self.cancel_requested:
-                args, kwargs = loads(self.input_data)
-                coro: Coroutine[Any, Any, Any] = self.workflow.fn(*args, **kwargs)
-                value = await coro
-                output = dumps(value)
-                outcome = RunStatus.COMPLETED
+            # A cancelled run runs too: journaled operations replay as recorded and the
+            # first new one raises RunCancelled, so the body always sees its cancellation.
+            args, kwargs = loads(self.input_data)
+            coro: Coroutine[Any, Any, Any] = self.workflow.fn(*args, **kwargs)
+            value = await coro
+            output = dumps(value)
+            outcome = RunStatus.COMPLETED
         except RunCancelled:
             outcome = RunStatus.CANCELLED
         except asyncio.CancelledError:
@@ -170,6 +175,7 @@ class RunContext:
                 if self.fault is not None:
                     self.s.faulted(self, self.fault)
                 raise
+            # cancel() stopped a body that outlived its grace period: finish below.
         except Exception as exc:
             outcome = RunStatus.FAILED
             error = f"{type(exc).__name__}: {exc}"
@@ -180,8 +186,7 @@ class RunContext:
         if self.nondeterminism is not None:
             outcome, output, error = RunStatus.FAILED, None, f"NonDeterminismError: {self.nondeterminism}"
         if self.cancel_requested:
-            # cancel() committed the status; it closes the streams once we stopped.
-            self._stop()
+            await self._finish_cancelled()
             return
         assert outcome is not None
         self.status = outcome
@@ -197,6 +202,16 @@ class RunContext:
             self._stop()
             self.s.faulted(self, exc)
             return
+        self._stop()
+
+    async def _finish_cancelled(self) -> None:
+        """The body has stopped after its cancellation: record that, then end its streams."""
+        self.outcome = (RunStatus.CANCELLED, None, None)
+        try:
+            await self.commit([(SET_UNWOUND, (self.run_id,))])
+        except Exception as exc:  # it unwinds again at the next open; its writes are journaled once
+            log.error("run %s: could not record that it stopped after its cancellation: %s", self.run_id, exc)
+        self.end_streams()
         self._stop()
 
     def _stop(self) -> None:
@@ -222,7 +237,6 @@ class RunContext:
 
     def call_step(self, step: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
         payload = dumps([args, kwargs])
-        self._check_not_cancelled()
         seq, rec = self._take("step", step.name)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -232,6 +246,7 @@ class RunContext:
             info = loads(rec.result or b"{}")
             future.set_exception(StepFailed(info["step"], info["type"], info["message"]))
         else:
+            self._check_not_cancelled()
             task = loop.create_task(self._execute_step(step, seq, payload, future, rec))
             self.steps.add(task)
             task.add_done_callback(self.steps.discard)
@@ -346,11 +361,13 @@ class RunContext:
     def sleep(self, until: Duration | datetime) -> Awaitable[None]:
         now = time.time()
         wake_at = wake_time(until, now)
-        self._check_not_cancelled()
         name = _describe(until)
         seq, rec = self._take("sleep", name)
         if rec is not None and rec.wake_at is not None:
+            if rec.wake_at <= now:
+                return _done()  # it had ended before: replays as ended, also while cancelling
             return self.wait_until(rec.wake_at)
+        self._check_not_cancelled()
         committed = self.commit([(INSERT_OP, (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at))])
         return self.wait_until(wake_at, committed)
 

@@ -131,13 +131,33 @@ async def test_cancel_twice_is_a_no_op(engine: Engine) -> None:
     assert await run.status() is RunStatus.CANCELLED
 
 
-async def test_cancel_pending_run_never_runs_it(engine: Engine) -> None:
+async def test_cancel_pending_run_starts_no_step_but_its_body_sees_the_cancellation(engine: Engine) -> None:
     events.clear()
     run = await engine.start(steps_then_sleep, 3)
     assert await run.cancel() is RunStatus.PENDING  # before its task had a chance to start
-    assert events == []
+    assert events == ["unwinding"]  # the first step call raised RunCancelled; no step started
     info = await run.describe()
     assert info.status is RunStatus.CANCELLED and info.started_at is None and info.completed_at is not None
+    assert [c async for c in run.readable()] == [{"cancelled_after": 0}]
+
+
+async def test_a_cancel_cut_short_by_a_crash_unwinds_at_the_next_open(db_path: Path, sql: sqlite3.Connection) -> None:
+    events.clear()
+    async with Engine(db_path) as engine:
+        run = await engine.start(steps_then_sleep, 2)
+        await until(lambda: _has_sleep(run), what="the run to sleep")
+    # What a crash right after cancel() committed leaves: cancelled, body not unwound.
+    sql.execute("UPDATE runs SET status = 'cancelled', completed_at = 1, unwound = 0 WHERE run_id = ?", (run.run_id,))
+    events.clear()
+    for _ in range(2):  # and a second open finds nothing more to do
+        async with Engine(db_path) as engine:
+            handle = engine.get_run(run.run_id)
+            with pytest.raises(RunCancelled):
+                await handle.result(timeout=5)
+            assert [c async for c in handle.readable()] == [{"cancelled_after": 1}]
+    # Journaled steps replayed without running; no new step started; the last word written once.
+    assert events == ["unwinding"]
+    assert sql.execute("SELECT unwound FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == (1,)
 
 
 async def test_cancel_completed_or_failed_run_raises(engine: Engine) -> None:

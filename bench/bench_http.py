@@ -1,0 +1,234 @@
+"""HTTP figures of the invoicing service; prints one JSON line.
+
+Starts ``python server.py`` as a subprocess on a free 127.0.0.1 port with a
+fresh database in a temporary directory (default engine settings, so
+``synchronous=FULL``), then measures over real HTTP from this process:
+
+- ``batch_10k_s``: wall time from sending ``POST /api/start`` for a batch of
+  10,000 invoices at delay ``0s`` until ``GET /api/status`` reports it
+  ``completed`` (polled every 20 ms, so up to 20 ms pessimistic).
+- ``start_requests_per_s``: 50 concurrent clients send ``POST /api/start``
+  (1 invoice, delay ``0s``) until 3,000 requests got their 200; requests per
+  second over that span. The server runs those workflows meanwhile, as it
+  would in real use. ``start_errors`` counts non-200 answers.
+- ``sse_fanout_p99_ms`` / ``sse_clients_missing_events``: one run (100
+  invoices, 50 ms apart) streamed to 500 concurrent SSE clients. Latency is
+  write-to-receipt: the moment a client has parsed an event's ``data:`` line
+  minus the invoice's stored ``issuedAt``, which the step stamps just before it
+  writes the invoice and the event in one commit, so the figure includes the
+  commit (fsync), fan-out, the socket and client parsing. ``issuedAt`` has
+  millisecond resolution and is truncated, which can only make latencies look
+  larger. Events issued before every client was connected are left out of
+  the latency (those are replayed history, not live delivery) but are still
+  checked for completeness: a client is "missing events" unless it received
+  ids 0..100 exactly once, in order, ending with ``complete``.
+
+Server and clients share this machine's cores, so the figures are an upper
+bound of what the server alone needs. Every phase is bounded in time; the
+script stops the server and exits by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON = {"Content-Type": "application/json"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_server(db: Path) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "server.py",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+    if not line.startswith(b"Listening on"):
+        raise RuntimeError(f"server did not start: {line!r}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+async def post_start(http: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> tuple[int, str | None]:
+    async with http.post(f"{base}/api/start", data=orjson.dumps(body), headers=JSON) as response:
+        if response.status != 200:
+            await response.read()
+            return response.status, None
+        return 200, (await response.json())["runId"]
+
+
+async def wait_status(http: aiohttp.ClientSession, base: str, run_id: str, deadline: float) -> str:
+    while True:
+        async with http.get(f"{base}/api/status", params={"runId": run_id}) as response:
+            status: str = (await response.json())["status"]
+        if status in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.02)
+
+
+async def bench_batch(http: aiohttp.ClientSession, base: str, total: int) -> float | None:
+    began = time.perf_counter()
+    code, run_id = await post_start(http, base, {"accountId": "bench_batch", "total": total, "delay": "0s"})
+    if run_id is None:
+        raise RuntimeError(f"start failed with {code}")
+    status = await wait_status(http, base, run_id, time.monotonic() + 60)
+    elapsed = time.perf_counter() - began
+    return round(elapsed, 3) if status == "completed" else None
+
+
+async def bench_starts(http: aiohttp.ClientSession, base: str, requests: int, clients: int) -> tuple[float, int]:
+    sent = 0
+    errors = 0
+
+    async def client(index: int) -> None:
+        nonlocal sent, errors
+        while sent < requests:
+            sent += 1
+            code, _ = await post_start(http, base, {"accountId": f"bench_start_{index}", "total": 1, "delay": "0s"})
+            if code != 200:
+                errors += 1
+
+    began = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(clients))), timeout=60)
+    elapsed = time.perf_counter() - began
+    return round(requests / elapsed, 1), errors
+
+
+async def wait_idle(http: aiohttp.ClientSession, base: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = 0
+        for status in ("pending", "running"):
+            async with http.get(f"{base}/api/runs", params={"status": status, "limit": "1"}) as response:
+                busy += len((await response.json())["runs"])
+        if not busy:
+            return
+        await asyncio.sleep(0.1)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def bench_fanout(base: str, clients: int, events: int, delay: str) -> tuple[float | None, int]:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        _, run_id = await post_start(http, base, {"accountId": "bench_fanout", "total": events, "delay": delay})
+        assert run_id is not None
+        connected = 0
+        all_connected = asyncio.Event()
+        received: list[list[tuple[int, str, float]]] = [[] for _ in range(clients)]
+
+        async def client(index: int) -> None:
+            nonlocal connected
+            async with http.get(f"{base}/api/stream/{run_id}") as response:
+                connected += 1
+                if connected == clients:
+                    all_connected.set()
+                seen = received[index]
+                last_id = -1
+                async for raw in response.content:
+                    if raw.startswith(b"id: "):
+                        last_id = int(raw[4:])
+                    elif raw.startswith(b"data: "):
+                        now = time.time()
+                        kind = orjson.loads(raw[6:])["type"]
+                        seen.append((last_id, kind, now))
+
+        tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+        await asyncio.wait_for(all_connected.wait(), timeout=60)
+        live_from = time.time()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+
+        async with http.get(f"{base}/api/runs/{run_id}/invoices") as response:
+            invoices = (await response.json())["invoices"]
+    issued = {invoice["n"] - 1: _epoch(invoice["issuedAt"]) for invoice in invoices}
+
+    expected_ids = list(range(events + 1))
+    missing = 0
+    latencies: list[float] = []
+    for seen in received:
+        if [index for index, _, _ in seen] != expected_ids or seen[-1][1] != "complete":
+            missing += 1
+        for index, kind, at in seen:
+            stamp = issued.get(index)
+            if kind == "progress" and stamp is not None and stamp > live_from:
+                latencies.append((at - stamp) * 1000)
+    if not latencies:
+        return None, missing
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return round(p99, 1), missing
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        process, base = await start_server(Path(tmp) / "bench.db")
+        try:
+            timeout = aiohttp.ClientTimeout(total=120)
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100), timeout=timeout
+            ) as http:
+                batch = await bench_batch(http, base, args.batch_total)
+                rps, errors = await bench_starts(http, base, args.start_requests, args.start_clients)
+                await wait_idle(http, base, 60)
+            p99, missing = await bench_fanout(base, args.sse_clients, args.sse_events, args.sse_delay)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    return {
+        "batch_total": args.batch_total,
+        "batch_10k_s": batch,
+        "start_requests": args.start_requests,
+        "start_requests_per_s": rps,
+        "start_errors": errors,
+        "sse_clients": args.sse_clients,
+        "sse_events": args.sse_events + 1,
+        "sse_fanout_p99_ms": p99,
+        "sse_clients_missing_events": missing,
+        "server_exit_code": process.returncode,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-total", type=int, default=10_000)
+    parser.add_argument("--start-requests", type=int, default=3_000)
+    parser.add_argument("--start-clients", type=int, default=50)
+    parser.add_argument("--sse-clients", type=int, default=500)
+    parser.add_argument("--sse-events", type=int, default=100)
+    parser.add_argument("--sse-delay", default="50ms")
+    result = asyncio.run(main(parser.parse_args()))
+    print(json.dumps(result), flush=True)

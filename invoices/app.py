@@ -1,0 +1,81 @@
+"""The aiohttp application: routes, middlewares, static files and lifetimes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aiohttp import web
+
+from durable import Engine
+
+from .errors import error_middleware
+from .keys import engine_key, hub_key, store_key
+from .routes import MAX_BODY_BYTES, routes
+from .security import add_security_headers, host_guard, is_loopback_bind, origin_guard, token_guard
+from .sse import SseHub
+from .static import static_routes
+from .store import InvoiceStore
+from .workflow import bind_store
+
+__all__ = ["DEFAULT_STATIC_DIR", "create_app"]
+
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(
+    db_path: str | os.PathLike[str],
+    *,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    static_dir: str | os.PathLike[str] | None = None,
+    sse_keepalive: float = 15.0,
+    sse_write_timeout: float = 30.0,
+) -> web.Application:
+    """The invoicing service on the SQLite file ``db_path``.
+
+    ``host`` is the address the server binds to: when it is loopback, requests
+    for any other host name are refused (DNS rebinding). ``token``, when set,
+    is required on every ``/api/`` route. The engine opens when the app starts
+    and closes when it is cleaned up; open SSE responses end at shutdown.
+    """
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[
+            error_middleware,
+            host_guard(loopback_only=is_loopback_bind(host)),
+            token_guard(token or None),
+            origin_guard,
+        ],
+    )
+    hub = SseHub(keepalive=sse_keepalive, write_timeout=sse_write_timeout)
+    app[hub_key] = hub
+    app.add_routes(routes)
+    app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
+    app.on_response_prepare.append(add_security_headers)
+
+    @asynccontextmanager
+    async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
+        engine = Engine(db_path)
+        store = InvoiceStore(engine)
+        # Bound before the engine opens: opening resumes unfinished runs.
+        with bind_store(store):
+            async with engine:
+                await store.create_schema()
+                app[engine_key] = engine
+                app[store_key] = store
+                try:
+                    yield
+                finally:
+                    await hub.close()
+
+    async def end_streams(app: web.Application) -> None:
+        await hub.close()
+
+    app.cleanup_ctx.append(engine_lifetime)
+    # on_shutdown runs before the server waits for handlers to finish, so
+    # open SSE responses end at once instead of holding shutdown up.
+    app.on_shutdown.append(end_streams)
+    return app

@@ -1,0 +1,341 @@
+"""The HTTP API's handlers (DESIGN.md section 4 and issue 4).
+
+Handlers raise ``ApiError`` for client mistakes; ``errors.error_middleware``
+renders it and every other failure as JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from durable import CannotCancel, RunInfo, RunStatus
+
+from .errors import ApiError
+from .keys import engine_key, hub_key, store_key
+from .responses import JSON_CONTENT_TYPE, json_response
+from .sse import stream_run
+from .store import Invoice
+from .timestamps import iso_ms
+from .validation import ValidationError, validate_start
+from .workflow import generate_invoices
+
+__all__ = ["MAX_BODY_BYTES", "routes"]
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_LIST_LIMIT = 500
+_MAX_INDEX = 2**53  # beyond any real stream; keeps SQLite integers in range
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_INT_RE = re.compile(r"[0-9]{1,16}")
+
+routes = web.RouteTableDef()
+
+
+# -- request helpers ------------------------------------------------------------
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; 415, 413 or 400 otherwise."""
+    if request.content_type != JSON_CONTENT_TYPE:
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {request.content_type!r}",
+        )
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body too large: {length} bytes, the limit is 64 KiB")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "Request body too large: the limit is 64 KiB") from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return body
+
+
+def _run_id(value: object, source: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"runId is required ({source}), as a non-empty string")
+    if _RUN_ID_RE.fullmatch(value) is None:
+        # Not an id the engine could have made: unknown, without a database trip.
+        raise ApiError(404, f"Workflow run {value[:128]!r} not found")
+    return value
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if _INT_RE.fullmatch(raw) is None or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}, got {raw[:40]!r}")
+    return int(raw)
+
+
+def _start_index(request: web.Request) -> int:
+    # Last-Event-ID wins over ?startIndex=: a browser's EventSource reconnects
+    # to the same URL and says in this header what it already has.
+    last = request.headers.get("Last-Event-ID", "").strip()
+    if last:
+        if _INT_RE.fullmatch(last) is None or int(last) >= _MAX_INDEX:
+            raise ApiError(400, f"Last-Event-ID must be a non-negative integer, got {last[:40]!r}")
+        return int(last) + 1
+    return _query_int(request, "startIndex", 0, 0, _MAX_INDEX)
+
+
+# -- response shapes ------------------------------------------------------------------
+
+
+def _batch_input(info: RunInfo) -> tuple[Any, Any, Any]:
+    names = ("account_id", "total", "delay")
+    values: list[Any] = list(info.args[:3]) + [None] * (3 - min(3, len(info.args)))
+    for position, name in enumerate(names):
+        if name in info.kwargs:
+            values[position] = info.kwargs[name]
+    return values[0], values[1], values[2]
+
+
+def run_json(info: RunInfo, current: int) -> dict[str, Any]:
+    """The status body of a run."""
+    account_id, total, delay = _batch_input(info)
+    return {
+        "runId": info.run_id,
+        "status": str(info.status),
+        "createdAt": iso_ms(info.created_at),
+        "startedAt": iso_ms(info.started_at),
+        "completedAt": iso_ms(info.completed_at),
+        "accountId": account_id,
+        "total": total,
+        "delay": delay,
+        "current": current,
+        "error": info.error,
+    }
+
+
+async def _describe(request: web.Request, run_id: str) -> tuple[RunInfo, int]:
+    run = request.app[engine_key].get_run(run_id)
+    info = await run.describe()
+    current = await request.app[store_key].count_for_run(run_id)
+    return info, current
+
+
+# -- routes -----------------------------------------------------------------------------
+
+
+@routes.post("/api/start")
+async def start(request: web.Request) -> web.Response:
+    """Start a batch: 200 with the run id, or 400 naming the bad field."""
+    body = await read_json_object(request)
+    try:
+        batch = validate_start(body)
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    run = await request.app[engine_key].start(
+        generate_invoices, batch.account_id, batch.total, batch.delay
+    )
+    return json_response(
+        {
+            "runId": run.run_id,
+            "accountId": batch.account_id,
+            "total": batch.total,
+            "delay": batch.delay,
+            "message": "Invoice workflow started",
+        }
+    )
+
+
+@routes.get("/api/status")
+async def status(request: web.Request) -> web.Response:
+    """A run's status, times, batch input and invoices issued so far."""
+    if "runId" not in request.query:
+        raise ApiError(400, "runId query parameter is required: /api/status?runId=<id>")
+    run_id = _run_id(request.query["runId"], "query parameter")
+    info, current = await _describe(request, run_id)
+    return json_response(run_json(info, current))
+
+
+@routes.post("/api/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    """Cancel a run; the response counts the invoices issued, final from then on."""
+    body = await read_json_object(request)
+    run_id = _run_id(body.get("runId"), "body field")
+    run = request.app[engine_key].get_run(run_id)
+    try:
+        previous = await run.cancel()
+    except CannotCancel:
+        current = await run.status()
+        raise ApiError(
+            409,
+            f"Cannot cancel workflow run {run_id} with status {current}",
+            currentStatus=str(current),
+        ) from None
+    issued = await request.app[store_key].count_for_run(run_id)
+    return json_response(
+        {
+            "runId": run_id,
+            "message": "Workflow cancelled successfully",
+            "previousStatus": str(previous),
+            "currentStatus": str(RunStatus.CANCELLED),
+            "invoicesIssued": issued,
+        }
+    )
+
+
+@routes.get("/api/stream/{runId}")
+async def stream(request: web.Request) -> web.StreamResponse:
+    """The run's events as Server-Sent Events, from ``startIndex`` or ``Last-Event-ID``."""
+    run_id = _run_id(request.match_info["runId"], "path")
+    start_index = _start_index(request)
+    hub = request.app[hub_key]
+    if hub.closing:
+        raise ApiError(503, "The server is shutting down; reconnect in a moment")
+    run = request.app[engine_key].get_run(run_id)
+    await run.status()  # RunNotFound -> 404 JSON, before any header is sent
+    return await stream_run(request, run, start_index, hub)
+
+
+@routes.get("/api/runs")
+async def list_runs(request: web.Request) -> web.Response:
+    """Runs, newest first, optionally of one status."""
+    raw_status = request.query.get("status", "")
+    run_status: RunStatus | None = None
+    if raw_status:
+        try:
+            run_status = RunStatus(raw_status)
+        except ValueError:
+            choices = ", ".join(str(s) for s in RunStatus)
+            raise ApiError(
+                400, f"status must be one of {choices}, got {raw_status[:40]!r}"
+            ) from None
+    limit = _query_int(request, "limit", 50, 1, MAX_LIST_LIMIT)
+    infos = await request.app[engine_key].list_runs(status=run_status, limit=limit)
+    counts = await request.app[store_key].counts_for_runs([info.run_id for info in infos])
+    return json_response({"runs": [run_json(info, counts.get(info.run_id, 0)) for info in infos]})
+
+
+@routes.get("/api/runs/{runId}")
+async def run_detail(request: web.Request) -> web.Response:
+    """A run's status plus its timeline: each step and sleep, each attempt, with times."""
+    run_id = _run_id(request.match_info["runId"], "path")
+    info, current = await _describe(request, run_id)
+    operations = await request.app[engine_key].get_run(run_id).timeline()
+    timeline = [
+        {
+            "seq": op.seq,
+            "kind": op.kind,
+            "name": op.name,
+            "status": op.status,
+            "startedAt": iso_ms(op.started_at),
+            "completedAt": iso_ms(op.completed_at),
+            "wakeAt": iso_ms(op.wake_at),
+            "attempts": [
+                {
+                    "attempt": attempt.attempt,
+                    "startedAt": iso_ms(attempt.started_at),
+                    "endedAt": iso_ms(attempt.ended_at),
+                    "error": attempt.error,
+                }
+                for attempt in op.attempts
+            ],
+        }
+        for op in operations
+    ]
+    return json_response({**run_json(info, current), "timeline": timeline})
+
+
+_CSV_COLUMNS = (
+    "invoice_id",
+    "n",
+    "account_id",
+    "customer",
+    "currency",
+    "subtotal_cents",
+    "tax_cents",
+    "total_cents",
+    "issued_at",
+    "issued_by_run",
+    "line_items",
+)
+
+
+def _cell(text: str) -> str:
+    # A spreadsheet runs a cell starting with = + - @ as a formula.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _csv(invoices: list[Invoice]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(_CSV_COLUMNS)
+    for invoice in invoices:
+        items = "; ".join(
+            f"{item.quantity} x {item.description} @ {item.unit_price_cents}"
+            for item in invoice.line_items
+        )
+        writer.writerow(
+            (
+                invoice.invoice_id,
+                invoice.n,
+                _cell(invoice.account_id),
+                _cell(invoice.customer),
+                invoice.currency,
+                invoice.subtotal_cents,
+                invoice.tax_cents,
+                invoice.total_cents,
+                invoice.issued_at,
+                invoice.run_id,
+                _cell(items),
+            )
+        )
+    return out.getvalue()
+
+
+@routes.get("/api/runs/{runId}/invoices")
+async def run_invoices(request: web.Request) -> web.Response:
+    """The invoices a run issued, ordered by n: JSON, or a CSV download with ``?format=csv``."""
+    run_id = _run_id(request.match_info["runId"], "path")
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiError(400, f"format must be json or csv, got {fmt[:40]!r}")
+    await request.app[engine_key].get_run(run_id).status()  # 404 for unknown runs
+    invoices = await request.app[store_key].list_for_run(run_id)
+    if fmt == "csv":
+        return web.Response(
+            text=_csv(invoices),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="invoices-{run_id}.csv"'},
+        )
+    return json_response(
+        {
+            "runId": run_id,
+            "count": len(invoices),
+            "totalCents": sum(invoice.total_cents for invoice in invoices),
+            "invoices": [invoice.to_json() for invoice in invoices],
+        }
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers, with counters that show leaks (they return to 0 when idle)."""
+    engine = request.app[engine_key]
+    await engine.fetchall("SELECT 1")
+    stats = engine.stats()
+    return json_response(
+        {
+            "status": "ok",
+            "activeRuns": stats["active_runs"],
+            "streamSubscribers": stats["stream_subscribers"],
+            "queuedChunks": stats["queued_chunks"],
+            "openStreams": len(request.app[hub_key]),
+        }
+    )

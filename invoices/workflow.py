@@ -1,0 +1,197 @@
+"""The invoice batch workflow and its one step.
+
+Binding the store: a step's arguments go through the journal, so they must be
+JSON values; a step cannot be handed the store (or the engine) as an argument.
+Workflows and steps are registered process-wide by their decorators, so the
+store they write to is bound process-wide too: the app binds it with
+``bind_store`` before it opens the engine (which resumes unfinished runs) and
+unbinds it after the engine closed. The step looks the store up when it
+executes; with none bound it raises ``RuntimeError`` (retried, then
+``StepFailed``) and issues nothing. Bindings stack, so apps opened one after
+another in a process (tests) each see their own store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from durable import (
+    NonDeterminismError,
+    RunCancelled,
+    get_workflow_metadata,
+    get_writable,
+    parse_duration,
+    sleep,
+    step,
+    workflow,
+)
+
+from .pricing import invoice_id_for, price_invoice
+from .store import InvoiceStore
+
+__all__ = ["WORKFLOW_NAME", "bind_store", "bound_store", "generate_invoices", "is_terminal_event", "issue_invoice"]
+
+WORKFLOW_NAME = "invoices.batch"
+
+#: With no delay between invoices, this many invoice steps run at once. Each
+#: step commits twice (the invoice with its progress event, then the step's
+#: result); running several together lets those commits share fsyncs, which
+#: makes a 10,000-invoice batch about 3 times faster. Events stay in invoice
+#: order: the steps write them, in one loop turn, in the order they were
+#: called (only a step retried after an error writes later than its window).
+#: A cancel still yields an exact count: it lets the steps in flight finish,
+#: so up to ``ZERO_DELAY_WINDOW - 1`` more invoices go out than one at a time
+#: would, a few milliseconds of work at this pace. With a delay: one invoice
+#: at a time, the sleep between two.
+ZERO_DELAY_WINDOW = 8
+
+_stores: list[InvoiceStore] = []
+
+
+@contextmanager
+def bind_store(store: InvoiceStore) -> Iterator[InvoiceStore]:
+    """Make ``store`` the one ``issue_invoice`` writes to, for the duration of the block."""
+    _stores.append(store)
+    try:
+        yield store
+    finally:
+        _stores.remove(store)
+
+
+def bound_store() -> InvoiceStore:
+    """The store bound by the running app; ``RuntimeError`` when none is."""
+    if not _stores:
+        raise RuntimeError("no invoice store is bound: start the app (invoices.create_app) first")
+    return _stores[-1]
+
+
+# The batch's last event names how it ended; "type" is always its first key.
+_TERMINAL_PREFIXES = tuple(b'{"type":"%s"' % kind for kind in (b"complete", b"cancelled", b"error"))
+
+
+def is_terminal_event(data: bytes) -> bool:
+    """Whether a stored stream chunk (JSON bytes) is the batch's terminal event."""
+    return data.startswith(_TERMINAL_PREFIXES)
+
+
+def _event(kind: str, current: int, total: int, account_id: str, message: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "current": current,
+        "total": total,
+        "accountId": account_id,
+        "message": message,
+    }
+
+
+@step
+async def issue_invoice(run_id: str, account_id: str, n: int, total: int) -> dict[str, Any]:
+    """Issue invoice ``n`` of the batch and publish its progress event.
+
+    The progress event is written from inside the step: a cancel lets the
+    in-flight step finish, so an issued invoice always has its event, and a
+    step's writes are stored at most once, so a re-execution after a crash
+    does not repeat it.
+    """
+    store = bound_store()
+    draft = price_invoice(account_id, n)
+    progress = {
+        "type": "progress",
+        "current": n,
+        "total": total,
+        "accountId": account_id,
+        "invoiceId": invoice_id_for(account_id, n),
+        "message": f"Generated invoice {n} of {total}",
+        "customer": draft.customer,
+        "currency": draft.currency,
+        "totalCents": draft.total_cents,
+    }
+    # The event is written alongside the invoice so both share one group commit.
+    writer = get_writable()
+    invoice = await store.issue(run_id, account_id, n, draft, alongside=lambda: writer.write(progress))
+    return {
+        "invoiceId": invoice.invoice_id,
+        "customer": invoice.customer,
+        "currency": invoice.currency,
+        "totalCents": invoice.total_cents,
+        "issuedAt": invoice.issued_at,
+    }
+
+
+async def _issue_window(
+    run_id: str, account_id: str, numbers: range, total: int
+) -> tuple[int, BaseException | None]:
+    """Issue invoices ``numbers`` as concurrent steps: how many were issued, and the first error.
+
+    Every step called here runs to its end (a cancel lets in-flight steps
+    finish), so the count is exact even when one of them failed. A
+    cancellation is reported before any other error.
+    """
+    results = await asyncio.gather(
+        *(issue_invoice(run_id, account_id, n, total) for n in numbers), return_exceptions=True
+    )
+    errors = [result for result in results if isinstance(result, BaseException)]
+    cancelled = [error for error in errors if isinstance(error, RunCancelled)]
+    first = (cancelled or errors or [None])[0]
+    return len(results) - len(errors), first
+
+
+@workflow(name=WORKFLOW_NAME)
+async def generate_invoices(account_id: str, total: int, delay: str) -> dict[str, Any]:
+    """Issue invoices 1..total, sleeping ``delay`` between two (in windows of ``ZERO_DELAY_WINDOW`` when 0)."""
+    run_id = get_workflow_metadata().run_id
+    out = get_writable()
+    # Pure functions of the input, so replay calls the same operations.
+    pause = parse_duration(delay) > 0
+    window = 1 if pause else ZERO_DELAY_WINDOW
+    issued = 0
+    try:
+        for first in range(1, total + 1, window):
+            numbers = range(first, min(total, first + window - 1) + 1)
+            done, error = await _issue_window(run_id, account_id, numbers, total)
+            issued += done
+            if error is not None:
+                raise error
+            if pause and numbers[-1] < total:
+                await sleep(delay)
+        # A cancel that arrives while the last step runs lets that step finish;
+        # this zero sleep is the checkpoint where such a cancel is noticed, so
+        # that a cancelled run's stream ends with "cancelled", not "complete".
+        await sleep(0)
+    except RunCancelled:
+        await out.write(
+            _event(
+                "cancelled",
+                issued,
+                total,
+                account_id,
+                f"Invoice batch cancelled after {issued} of {total} invoices",
+            )
+        )
+        raise
+    except NonDeterminismError:
+        raise  # the journal no longer matches: writing more would only add to the damage
+    except Exception as exc:
+        await out.write(
+            _event(
+                "error",
+                issued,
+                total,
+                account_id,
+                f"Invoice batch failed after {issued} of {total} invoices: {exc}",
+            )
+        )
+        raise
+    await out.write(
+        _event(
+            "complete",
+            total,
+            total,
+            account_id,
+            f"Invoice batch completed: {total} invoices generated",
+        )
+    )
+    return {"accountId": account_id, "issued": total}
