@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 
 from aiohttp import web
 
@@ -25,6 +27,10 @@ __all__ = ["SseHub", "format_event", "stream_run"]
 log = logging.getLogger("invoices.sse")
 
 KEEPALIVE = b": keep-alive\n\n"
+#: The kernel send buffer of an event stream. Left alone it grows to megabytes on
+#: loopback, enough to swallow a whole batch's events, so writes to a client that
+#: stopped reading would never block and the write timeout would never fire.
+SEND_BUFFER = 64 * 1024
 #: How long a terminal event may wait for its run's final status to be committed.
 TERMINAL_STATUS_WAIT = 5.0
 
@@ -102,6 +108,11 @@ class _Writer:
         self.gone = True
         transport = self.request.transport
         if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # Reset rather than FIN: the kernel then frees the unread buffer at once.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             # abort(), not close(): close() would wait to flush the buffer
             # that this client is not reading.
             transport.abort()
@@ -184,6 +195,11 @@ async def stream_run(
     # client that never read what was sent does not stay as an idle keep-alive.
     response.force_close()
     await response.prepare(request)
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     writer = _Writer(request, response)
     pump = asyncio.create_task(_pump(run, start_index, writer, hub))
     hub._add(pump)

@@ -31,7 +31,9 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def until(
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = "condition", *, interval: float = 0.002
+) -> None:
     """Wait for a condition that another connection or process makes true (nothing to await there)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -42,4 +44,4 @@ async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10
             return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(interval)
