@@ -1,0 +1,53 @@
+"""A database that refuses writes mid-run: the run stops as after a crash, and resumes by itself
+once writes succeed again. (tests/test_http.py fills the disk for the HTTP side.)"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from proc import until
+
+from durable import Engine, RunStatus, step, workflow
+
+executed: list[int] = []
+gate: dict[str, asyncio.Event] = {}
+
+
+@step
+async def record(n: int) -> int:
+    executed.append(n)
+    if n == 3:
+        gate["reached"].set()
+        await gate["go"].wait()
+    return n
+
+
+@workflow(name="faults.steps")
+async def steps(count: int) -> list[int]:
+    return [await record(n) for n in range(count)]
+
+
+async def test_a_run_stopped_by_a_read_only_database_resumes_when_writes_succeed(db_path: Path, sql: sqlite3.Connection) -> None:
+    executed.clear()
+    gate.update(reached=asyncio.Event(), go=asyncio.Event())
+    async with Engine(db_path) as engine:
+        run = await engine.start(steps, 6)
+        await gate["reached"].wait()
+        # The writer connection turns read-only, as when the file's permissions change.
+        await engine.execute("PRAGMA query_only = 1")
+        gate["go"].set()  # step 3 finishes, but its result cannot be journaled
+        await until(lambda: engine.stats()["active_runs"] == 0, what="the run to stop on the fault")
+        assert await run.status() is RunStatus.RUNNING  # not failed: nothing half-written
+        journaled = sql.execute("SELECT seq FROM ops WHERE run_id = ? ORDER BY seq", (run.run_id,)).fetchall()
+        assert journaled == [(0,), (1,), (2,)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await engine.start(steps, 1)  # refused, not acknowledged
+
+        await engine.execute("PRAGMA query_only = 0")  # the fault clears
+        assert await run.result(timeout=10) == [0, 1, 2, 3, 4, 5]
+    # Step 3 ran again (its result was lost); the journaled steps did not.
+    assert executed == [0, 1, 2, 3, 3, 4, 5]
+    assert sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
