@@ -35,9 +35,7 @@ log = logging.getLogger("invoices.http")
 class ApiError(Exception):
     """A request the API refuses; becomes ``{"error": message, **extra}`` with ``status``."""
 
-    def __init__(
-        self, status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any
-    ) -> None:
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message

@@ -138,9 +138,7 @@ async def start(request: web.Request) -> web.Response:
         batch = validate_start(body)
     except ValidationError as exc:
         raise ApiError(400, str(exc)) from None
-    run = await request.app[engine_key].start(
-        generate_invoices, batch.account_id, batch.total, batch.delay
-    )
+    run = await request.app[engine_key].start(generate_invoices, batch.account_id, batch.total, batch.delay)
     return json_response(
         {
             "runId": run.run_id,
@@ -212,9 +210,7 @@ async def list_runs(request: web.Request) -> web.Response:
             run_status = RunStatus(raw_status)
         except ValueError:
             choices = ", ".join(str(s) for s in RunStatus)
-            raise ApiError(
-                400, f"status must be one of {choices}, got {raw_status[:40]!r}"
-            ) from None
+            raise ApiError(400, f"status must be one of {choices}, got {raw_status[:40]!r}") from None
     limit = _query_int(request, "limit", 50, 1, MAX_LIST_LIMIT)
     infos = await request.app[engine_key].list_runs(status=run_status, limit=limit)
     counts = await request.app[store_key].counts_for_runs([info.run_id for info in infos])
@@ -276,10 +272,7 @@ def _csv(invoices: list[Invoice]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(_CSV_COLUMNS)
     for invoice in invoices:
-        items = "; ".join(
-            f"{item.quantity} x {item.description} @ {item.unit_price_cents}"
-            for item in invoice.line_items
-        )
+        items = "; ".join(f"{item.quantity} x {item.description} @ {item.unit_price_cents}" for item in invoice.line_items)
         writer.writerow(
             (
                 invoice.invoice_id,

@@ -99,8 +99,7 @@ def host_guard(*, loopback_only: bool) -> Middleware:
         if loopback_only and host is not None and not is_loopback_host(host):
             return json_error(
                 421,
-                f"Misdirected request: this server answers only to localhost, 127.0.0.1 or [::1], "
-                f"not to Host {host[:100]!r}",
+                f"Misdirected request: this server answers only to localhost, 127.0.0.1 or [::1], not to Host {host[:100]!r}",
             )
         return await handler(request)
 
@@ -133,8 +132,7 @@ def token_guard(token: str | None) -> Middleware:
         if given is None or not _same(given, expected):
             return json_error(
                 401,
-                "Missing or wrong token: send the header Authorization: Bearer <token> "
-                "(the token the server was started with)",
+                "Missing or wrong token: send the header Authorization: Bearer <token> (the token the server was started with)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return await handler(request)

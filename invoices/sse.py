@@ -176,9 +176,7 @@ async def _pump(run: Run, start_index: int, writer: _Writer, hub: SseHub) -> Non
                 await aclose()
 
 
-async def stream_run(
-    request: web.Request, run: Run, start_index: int, hub: SseHub
-) -> web.StreamResponse:
+async def stream_run(request: web.Request, run: Run, start_index: int, hub: SseHub) -> web.StreamResponse:
     """Write ``run``'s stream from ``start_index`` as SSE until the run ends.
 
     The caller has checked that the run exists, so errors before this point

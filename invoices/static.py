@@ -23,13 +23,7 @@ _NOT_FOUND = "Not found: no route or file at this path"
 def _resolve(root: Path, relative: str) -> Path:
     segments = relative.split("/")
     for segment in segments:
-        if (
-            not segment
-            or segment.startswith(".")
-            or "\\" in segment
-            or "\x00" in segment
-            or ":" in segment
-        ):
+        if not segment or segment.startswith(".") or "\\" in segment or "\x00" in segment or ":" in segment:
             raise ApiError(404, _NOT_FOUND)
     candidate = root.joinpath(*segments).resolve()
     if not candidate.is_relative_to(root) or not candidate.is_file():

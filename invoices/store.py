@@ -84,10 +84,7 @@ class Invoice:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Invoice:
-        items = tuple(
-            LineItem(item["description"], item["quantity"], item["unitPriceCents"])
-            for item in orjson.loads(row[5])
-        )
+        items = tuple(LineItem(item["description"], item["quantity"], item["unitPriceCents"]) for item in orjson.loads(row[5]))
         return cls(
             invoice_id=row[0],
             run_id=row[1],
@@ -187,9 +184,7 @@ class InvoiceStore:
 
     async def get(self, invoice_id: str) -> Invoice | None:
         """The invoice with this id, or ``None``."""
-        rows = await self._engine.fetchall(
-            f"SELECT {_COLUMNS} FROM invoices AS i WHERE i.invoice_id = ?", (invoice_id,)
-        )
+        rows = await self._engine.fetchall(f"SELECT {_COLUMNS} FROM invoices AS i WHERE i.invoice_id = ?", (invoice_id,))
         return Invoice.from_row(rows[0]) if rows else None
 
     async def list_for_run(self, run_id: str) -> list[Invoice]:
@@ -203,9 +198,7 @@ class InvoiceStore:
 
     async def count_for_run(self, run_id: str) -> int:
         """How many invoices a run has issued."""
-        rows = await self._engine.fetchall(
-            "SELECT COUNT(*) FROM run_invoices WHERE run_id = ?", (run_id,)
-        )
+        rows = await self._engine.fetchall("SELECT COUNT(*) FROM run_invoices WHERE run_id = ?", (run_id,))
         return int(rows[0][0])
 
     async def counts_for_runs(self, run_ids: list[str]) -> dict[str, int]:

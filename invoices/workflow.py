@@ -122,18 +122,14 @@ async def issue_invoice(run_id: str, account_id: str, n: int, total: int) -> dic
     }
 
 
-async def _issue_window(
-    run_id: str, account_id: str, numbers: range, total: int
-) -> tuple[int, BaseException | None]:
+async def _issue_window(run_id: str, account_id: str, numbers: range, total: int) -> tuple[int, BaseException | None]:
     """Issue invoices ``numbers`` as concurrent steps: how many were issued, and the first error.
 
     Every step called here runs to its end (a cancel lets in-flight steps
     finish), so the count is exact even when one of them failed. A
     cancellation is reported before any other error.
     """
-    results = await asyncio.gather(
-        *(issue_invoice(run_id, account_id, n, total) for n in numbers), return_exceptions=True
-    )
+    results = await asyncio.gather(*(issue_invoice(run_id, account_id, n, total) for n in numbers), return_exceptions=True)
     errors = [result for result in results if isinstance(result, BaseException)]
     cancelled = [error for error in errors if isinstance(error, RunCancelled)]
     first = (cancelled or errors or [None])[0]
