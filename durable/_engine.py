@@ -69,6 +69,12 @@ class Engine:
         self._waiters: dict[str, list[asyncio.Future[_Outcome | None]]] = {}
         self._fault_retries: dict[str, asyncio.TimerHandle] = {}
         self._fault_backoff: dict[str, float] = {}
+        # Step tasks of a faulted run, cancelled but maybe not finished: a resume or a
+        # cancel waits for them, so two executions of one step never overlap.
+        self._fault_leftovers: dict[str, list[asyncio.Task[None]]] = {}
+        self._resumes: set[asyncio.Task[None]] = set()
+        # Runs cancelled while no context held them: a resume registers them as cancelled.
+        self._cancelled_inactive: set[str] = set()
         self._state = _State.UNOPENED
 
     # -- lifecycle ------------------------------------------------------------
@@ -97,6 +103,7 @@ class Engine:
             handle.cancel()
         self._fault_retries.clear()
         tasks = [t for ctx in self._active.values() for t in ctx.tasks()]
+        tasks += [*self._resumes, *(t for left in self._fault_leftovers.values() for t in left)]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -206,18 +213,36 @@ class Engine:
 
     async def _cancel(self, run_id: str) -> RunStatus:
         self._check_open()
-        ctx = self._active.get(run_id)
-        previous = ctx.status if ctx is not None else await self._status(run_id)
-        if previous in (RunStatus.COMPLETED, RunStatus.FAILED):
-            raise CannotCancel(run_id, previous.value)
-        if ctx is None:
+        while True:
+            ctx = self._active.get(run_id)
+            if ctx is not None:
+                break
+            previous = await self._status(run_id)
+            if previous in (RunStatus.COMPLETED, RunStatus.FAILED):
+                raise CannotCancel(run_id, previous.value)
+            if run_id in self._active:
+                continue  # a resume registered it meanwhile
+            leftovers = [t for t in self._fault_leftovers.get(run_id, ()) if not t.done()]
+            if leftovers:  # steps of a faulted execution: let them stop first
+                await asyncio.wait(leftovers)
+                continue
             if previous is RunStatus.CANCELLED:
                 return previous
-            await self._journal.submit(
-                [(SET_CANCELLED, (time.time(), run_id))],
-                lambda: self._notify(run_id, (RunStatus.CANCELLED, None, None)),
-            )
+            # From here on a resume that read the run before this commit still
+            # registers it as cancelled: the set is checked when it registers.
+            self._cancelled_inactive.add(run_id)
+            try:
+                await self._journal.submit(
+                    [(SET_CANCELLED, (time.time(), run_id))],
+                    lambda: self._notify(run_id, (RunStatus.CANCELLED, None, None)),
+                )
+            except BaseException:
+                self._cancelled_inactive.discard(run_id)
+                raise
             return previous
+        previous = ctx.status
+        if previous in (RunStatus.COMPLETED, RunStatus.FAILED):
+            raise CannotCancel(run_id, previous.value)
         if ctx.cancel_requested:
             await self._await_stop(ctx)
             return RunStatus.CANCELLED
@@ -230,12 +255,16 @@ class Engine:
         """Let in-flight steps finish (bounded), then the workflow unwind; then end its streams."""
         if ctx.steps:
             _, late = await asyncio.wait(set(ctx.steps), timeout=self.cancel_grace)
-            for task in late:
-                task.cancel()
+            if late:
+                ctx.grace_expired = True
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)  # a step must not complete after we return
         drive = ctx.task
         if drive is not None and not drive.done():
             done, _ = await asyncio.wait({drive}, timeout=self.cancel_grace)
             if not done:
+                ctx.grace_expired = True
                 drive.cancel()
             with contextlib.suppress(BaseException):
                 await drive
@@ -253,19 +282,35 @@ class Engine:
             self._notify(ctx.run_id, ctx.outcome)
 
     def _run_faulted(self, ctx: RunContext, exc: BaseException) -> None:
+        left = [t for t in ctx.steps if not t.done()]
+        if left:
+            self._fault_leftovers[ctx.run_id] = left
+        self._schedule_resume(ctx.run_id, exc)
+
+    def _schedule_resume(self, run_id: str, exc: BaseException) -> None:
         if self._state is not _State.OPENED:
             return
-        delay = min(FAULT_RETRY_MAX_S, self._fault_backoff.get(ctx.run_id, 0.5) * 2)
-        self._fault_backoff[ctx.run_id] = delay
-        log.warning("run %s stopped: the journal could not be written (%s); resuming in %.1f s", ctx.run_id, exc, delay)
+        delay = min(FAULT_RETRY_MAX_S, self._fault_backoff.get(run_id, 0.5) * 2)
+        self._fault_backoff[run_id] = delay
+        log.warning("run %s stopped: the journal could not be written (%s); resuming in %.1f s", run_id, exc, delay)
         loop = asyncio.get_running_loop()
-        self._fault_retries[ctx.run_id] = loop.call_later(delay, self._retry_faulted, ctx.run_id)
+        self._fault_retries[run_id] = loop.call_later(delay, self._retry_faulted, run_id)
 
     def _retry_faulted(self, run_id: str) -> None:
         self._fault_retries.pop(run_id, None)
         if self._state is _State.OPENED and run_id not in self._active:
-            task = asyncio.get_running_loop().create_task(self._resume([run_id]))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            task = asyncio.get_running_loop().create_task(self._resume_after_fault(run_id))
+            self._resumes.add(task)
+            task.add_done_callback(self._resumes.discard)
+
+    async def _resume_after_fault(self, run_id: str) -> None:
+        left = self._fault_leftovers.pop(run_id, [])
+        if left:
+            await asyncio.wait(left)
+        try:
+            await self._resume([run_id])
+        except Exception as exc:  # still failing: try again later
+            self._schedule_resume(run_id, exc)
 
     def _notify(self, run_id: str, outcome: _Outcome | None) -> None:
         for waiter in self._waiters.pop(run_id, []):
@@ -374,7 +419,10 @@ class Engine:
                 )
                 continue
             ctx = RunContext(self._services, run_id, wf, bytes(input_data), RunStatus(status), replays[run_id])
-            if ctx.status is RunStatus.CANCELLED:
+            if run_id in self._cancelled_inactive:
+                self._cancelled_inactive.discard(run_id)
+                ctx.request_cancel()
+            elif ctx.status is RunStatus.CANCELLED:
                 ctx.request_cancel()  # cancelled, but its body had not seen it yet
             self._active[run_id] = ctx
             ctx.start()

@@ -205,7 +205,7 @@ class Journal:
 
         ``after`` runs right after the commit, before any future resolves.
         """
-        if self._task is None or self._closing:
+        if self._task is None or self._task.done() or self._closing:
             raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(statements, future, after))
@@ -228,12 +228,13 @@ class Journal:
                 for item in batch:
                     try:
                         await self._commit([item])
-                    except (sqlite3.Error, _StatementFailed) as exc:
+                    except Exception as exc:
                         self._fail(item, exc)
                         continue
                     self._resolve(item)
                 continue
-            except sqlite3.Error as exc:  # the database as a whole refused: locked, read-only, full
+            except Exception as exc:  # the database as a whole refused: locked, read-only, full
+                # The writer must outlive any error: every later write depends on it.
                 for item in batch:
                     self._fail(item, exc)
                 continue
@@ -275,7 +276,7 @@ class Journal:
                 if _is_database_fault(exc):
                     raise
                 raise _StatementFailed() from exc
-            except sqlite3.Error as exc:
+            except Exception as exc:  # a constraint, or a parameter sqlite3 cannot bind
                 raise _StatementFailed() from exc
             self.commits += 1
             return
@@ -287,11 +288,11 @@ class Journal:
                         await writer.execute(group.sql, group.rows[0])
                     else:
                         await writer.executemany(group.sql, group.rows)
-                except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
-                    raise _StatementFailed() from exc
                 except sqlite3.OperationalError as exc:
                     if _is_database_fault(exc):
                         raise
+                    raise _StatementFailed() from exc
+                except Exception as exc:  # a constraint, or a parameter sqlite3 cannot bind
                     raise _StatementFailed() from exc
             await writer.execute("COMMIT")
         except BaseException:

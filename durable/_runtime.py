@@ -111,6 +111,7 @@ class RunContext:
         self.closed_committed = replay.closed  # closed in the journal: their readers end
         self.seq = 0
         self.cancel_requested = False
+        self.grace_expired = False  # cancel() gave up waiting and stopped the body
         self.fault: BaseException | None = None
         self.nondeterminism: NonDeterminismError | None = None
         self.stopped = False
@@ -144,11 +145,18 @@ class RunContext:
     def _check_commit(self, future: asyncio.Future[None]) -> None:
         if future.cancelled() or future.exception() is None or self.fault is not None:
             return
-        # A lost write leaves memory ahead of the journal: stop as a crash would, and
-        # let the engine resume the run from the journal once writes succeed again.
+        # A lost write leaves memory ahead of the journal: stop every task of the run
+        # as a crash would, and let the engine resume it from the journal once writes
+        # succeed again.
         self.fault = future.exception()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        for task in self.tasks():
+            if not task.done():
+                task.cancel()
+
+    def _halt_for_fault(self) -> None:
+        assert self.fault is not None
+        self._stop()
+        self.s.faulted(self, self.fault)
 
     async def _drive(self) -> None:
         current_run.set(self)
@@ -170,18 +178,15 @@ class RunContext:
         except RunCancelled:
             outcome = RunStatus.CANCELLED
         except asyncio.CancelledError:
-            if self.fault is not None or not self.cancel_requested:
+            if self.fault is None and not self.grace_expired:  # the engine is closing
                 self._stop()
-                if self.fault is not None:
-                    self.s.faulted(self, self.fault)
                 raise
-            # cancel() stopped a body that outlived its grace period: finish below.
+            # A fault stopped the run, or cancel() stopped a body that outlived its grace.
         except Exception as exc:
             outcome = RunStatus.FAILED
             error = f"{type(exc).__name__}: {exc}"
         if self.fault is not None:
-            self._stop()
-            self.s.faulted(self, self.fault)
+            self._halt_for_fault()
             return
         if self.nondeterminism is not None:
             outcome, output, error = RunStatus.FAILED, None, f"NonDeterminismError: {self.nondeterminism}"
@@ -189,6 +194,8 @@ class RunContext:
             await self._finish_cancelled()
             return
         assert outcome is not None
+        for task in list(self.steps):  # steps the body started but did not await: the run is over
+            task.cancel()
         self.status = outcome
         self.outcome = (outcome, output, error)
         try:
@@ -196,11 +203,12 @@ class RunContext:
                 [(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))],
                 self.end_streams,
             )
-        except Exception as exc:  # the run stays unfinished in the journal and resumes later
-            log.error("run %s: could not record %s: %s", self.run_id, outcome.value, exc)
-            self.fault = exc
-            self._stop()
-            self.s.faulted(self, exc)
+        except asyncio.CancelledError:
+            if self.fault is None:  # the engine is closing: the run resumes at the next open
+                self._stop()
+                raise
+            log.error("run %s: could not record %s: %s", self.run_id, outcome.value, self.fault)
+            self._halt_for_fault()  # it stays unfinished in the journal and resumes later
             return
         self._stop()
 
@@ -209,8 +217,14 @@ class RunContext:
         self.outcome = (RunStatus.CANCELLED, None, None)
         try:
             await self.commit([(SET_UNWOUND, (self.run_id,))])
-        except Exception as exc:  # it unwinds again at the next open; its writes are journaled once
-            log.error("run %s: could not record that it stopped after its cancellation: %s", self.run_id, exc)
+        except asyncio.CancelledError:
+            # Closing, or a fault: either way it unwinds again from the journal, where its
+            # writes are recorded once.
+            if self.fault is None:
+                self._stop()
+                raise
+            self._halt_for_fault()
+            return
         self.end_streams()
         self._stop()
 
@@ -316,7 +330,10 @@ class RunContext:
                 future.set_exception(exc)
         except asyncio.CancelledError:
             if not future.done():
-                future.cancel()
+                if self.cancel_requested and self.fault is None:
+                    future.set_exception(RunCancelled(self.run_id))  # cancel() ran out of patience
+                else:
+                    future.cancel()
             raise
         except Exception as exc:  # the journal could not be written
             if not future.done():
@@ -373,6 +390,8 @@ class RunContext:
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
         data = dumps(value)
+        if self.streams_ended:
+            raise RuntimeError(f"Workflow run {self.run_id} has ended: its streams are closed")
         if namespace in self.closed:
             raise ValueError(f"Stream {namespace or 'default'!r} of run {self.run_id} is closed")
         scope = current_step.get()

@@ -16,6 +16,7 @@ class TimerHeap:
         self._counter = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
+        self._done = 0  # waits ended early since the last rebuild (an upper bound of such entries)
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -33,8 +34,18 @@ class TimerHeap:
                 future.set_result(None)
             return
         heapq.heappush(self._heap, (wake_at, next(self._counter), future))
+        future.add_done_callback(self._count_done)
         if self._armed_for is None or wake_at < self._armed_for:
             self._arm(asyncio.get_running_loop())
+
+    def _count_done(self, future: asyncio.Future[None]) -> None:
+        # A wait ended early (a cancelled sleep) stays in the heap until its time
+        # comes, holding its run's frames: rebuild once such entries are the majority.
+        self._done += 1
+        if self._done > 64 and self._done * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[2].done()]
+            heapq.heapify(self._heap)
+            self._done = 0
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._handle is not None:
@@ -57,6 +68,7 @@ class TimerHeap:
         while heap and heap[0][0] <= now:
             _, _, future = heapq.heappop(heap)
             if not future.done():
+                future.remove_done_callback(self._count_done)  # it leaves the heap now
                 future.set_result(None)
         # The loop clock may fire a hair early against the wall clock: re-arm for the rest.
         self._arm(loop)

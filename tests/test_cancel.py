@@ -195,3 +195,52 @@ async def test_cancel_of_a_run_not_loaded_by_this_engine(db_path: Path) -> None:
         assert await handle.status() is RunStatus.CANCELLED
         with pytest.raises(RunCancelled):
             await handle.result(timeout=1)
+
+
+@step
+async def stubborn() -> str:
+    events.append("stubborn start")
+    await asyncio.sleep(30)
+    return "never"
+
+
+@workflow(name="cancel.stubborn")
+async def stubborn_wf() -> str:
+    try:
+        return await stubborn()
+    except RunCancelled:
+        events.append("unwinding")
+        await get_writable().write({"cancelled": True})
+        raise
+
+
+async def test_a_step_outliving_the_grace_period_is_stopped_and_the_body_still_unwinds(db_path: Path) -> None:
+    events.clear()
+    async with Engine(db_path, cancel_grace=0.2) as engine:
+        run = await engine.start(stubborn_wf)
+        await until(lambda: events == ["stubborn start"], what="the step to start")
+        assert await run.cancel() is RunStatus.RUNNING
+        assert events == ["stubborn start", "unwinding"]
+        assert [c async for c in run.readable()] == [{"cancelled": True}]
+        assert await run.timeline() == []  # the step never completed
+
+
+async def test_close_during_cancel_leaves_the_unwinding_to_the_next_open(db_path: Path, sql: sqlite3.Connection) -> None:
+    events.clear()
+    async with Engine(db_path) as engine:
+        run = await engine.start(stubborn_wf)
+        await until(lambda: events == ["stubborn start"], what="the step to start")
+        cancelling = asyncio.ensure_future(run.cancel())
+        await until(
+            lambda: sql.execute("SELECT status FROM runs").fetchone() == ("cancelled",), what="'cancelled' to be committed"
+        )
+    # The cancel is committed and the workflow stopped (the engine closed under it).
+    assert await cancelling is RunStatus.RUNNING
+    assert sql.execute("SELECT status, unwound FROM runs").fetchone() == ("cancelled", 0)
+    events.clear()
+    async with Engine(db_path) as engine:
+        handle = engine.get_run(run.run_id)
+        with pytest.raises(RunCancelled):
+            await handle.result(timeout=5)
+        assert [c async for c in handle.readable()] == [{"cancelled": True}]
+    assert events == ["unwinding"]  # the step did not run again

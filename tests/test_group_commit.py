@@ -63,3 +63,11 @@ async def test_locked_database_fails_writes_cleanly_and_recovers(db_path: Path, 
             sql.execute("ROLLBACK")
         await engine.execute("INSERT INTO w (k) VALUES (2)")
         assert await engine.fetchall("SELECT k FROM w") == [(2,)]
+
+
+async def test_the_writer_survives_an_error_that_is_not_sqlite3s(engine: Engine, sql: sqlite3.Connection) -> None:
+    await engine.execute("CREATE TABLE big (k INTEGER)")
+    with pytest.raises(OverflowError):
+        await engine.execute("INSERT INTO big (k) VALUES (?)", (2**64,))  # sqlite3 cannot bind it
+    await engine.execute("INSERT INTO big (k) VALUES (?)", (7,))
+    assert sql.execute("SELECT k FROM big").fetchall() == [(7,)]

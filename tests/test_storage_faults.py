@@ -51,3 +51,28 @@ async def test_a_run_stopped_by_a_read_only_database_resumes_when_writes_succeed
     # Step 3 ran again (its result was lost); the journaled steps did not.
     assert executed == [0, 1, 2, 3, 3, 4, 5]
     assert sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+
+
+@workflow(name="faults.last_write")
+async def last_write() -> str:
+    await record(10)
+    gate["reached"].set()
+    await gate["go"].wait()  # the database turns read-only here: the final status cannot be written
+    return "done"
+
+
+async def test_a_final_status_that_cannot_be_written_is_written_later(db_path: Path, sql: sqlite3.Connection) -> None:
+    executed.clear()
+    gate.update(reached=asyncio.Event(), go=asyncio.Event())
+    async with Engine(db_path) as engine:
+        run = await engine.start(last_write)
+        await gate["reached"].wait()
+        await engine.execute("PRAGMA query_only = 1")
+        gate["go"].set()
+        await until(lambda: engine.stats()["active_runs"] == 0, what="the run to stop on the fault")
+        assert await run.status() is RunStatus.RUNNING
+        gate["reached"] = asyncio.Event()
+        await engine.execute("PRAGMA query_only = 0")
+        assert await run.result(timeout=10) == "done"  # resumed: the step replayed, the status written
+    assert executed == [10]
+    assert sql.execute("SELECT status FROM runs").fetchall() == [("completed",)]
