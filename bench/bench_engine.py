@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -170,6 +171,7 @@ async def main() -> None:
         starts = await start_latency(d / "start.db", 1000 // k)
         out["start_latency_ms_p50"] = round(pct(starts, 0.5), 3)
         out["start_latency_ms_p99"] = round(pct(starts, 0.99), 3)
+        gc.collect()  # each scenario starts without the previous ones' garbage
         late, rss = await sleeping(d / "sleep.db", 10000 // k)
         out["sleep_lateness_ms_p50"] = round(pct(late, 0.5), 3)
         out["sleep_lateness_ms_p99"] = round(pct(late, 0.99), 3)

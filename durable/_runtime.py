@@ -356,7 +356,7 @@ class RunContext:
             waiting.set_exception(RunCancelled(self.run_id))
             return waiting
         self.waits.add(waiting)
-        waiting.add_done_callback(self.waits.discard)
+        waiting.add_done_callback(self._wait_ended)
 
         def arm(committed: asyncio.Future[None] | None = None) -> None:
             if waiting.done():
@@ -374,6 +374,11 @@ class RunContext:
         else:
             after.add_done_callback(arm)
         return waiting
+
+    def _wait_ended(self, waiting: asyncio.Future[None]) -> None:
+        self.waits.discard(waiting)
+        if waiting.cancelled() or waiting.exception() is not None:
+            self.s.timers.ended_early()
 
     def sleep(self, until: Duration | datetime) -> Awaitable[None]:
         now = time.time()

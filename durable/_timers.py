@@ -34,13 +34,15 @@ class TimerHeap:
                 future.set_result(None)
             return
         heapq.heappush(self._heap, (wake_at, next(self._counter), future))
-        future.add_done_callback(self._count_done)
         if self._armed_for is None or wake_at < self._armed_for:
             self._arm(asyncio.get_running_loop())
 
-    def _count_done(self, future: asyncio.Future[None]) -> None:
-        # A wait ended early (a cancelled sleep) stays in the heap until its time
-        # comes, holding its run's frames: rebuild once such entries are the majority.
+    def ended_early(self) -> None:
+        """A wait given to ``resolve_at`` ended before its time (a cancelled sleep).
+
+        It stays in the heap until its time comes, holding its run's frames: once such
+        entries are the majority, rebuild the heap without them.
+        """
         self._done += 1
         if self._done > 64 and self._done * 2 > len(self._heap):
             self._heap = [entry for entry in self._heap if not entry[2].done()]
@@ -68,7 +70,6 @@ class TimerHeap:
         while heap and heap[0][0] <= now:
             _, _, future = heapq.heappop(heap)
             if not future.done():
-                future.remove_done_callback(self._count_done)  # it leaves the heap now
                 future.set_result(None)
         # The loop clock may fire a hair early against the wall clock: re-arm for the rest.
         self._arm(loop)
