@@ -198,19 +198,22 @@ class RunContext:
             task.cancel()
         self.status = outcome
         self.outcome = (outcome, output, error)
-        try:
-            await self.commit(
-                [(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))],
-                self.end_streams,
-            )
-        except asyncio.CancelledError:
-            if self.fault is None:  # the engine is closing: the run resumes at the next open
-                self._stop()
-                raise
-            log.error("run %s: could not record %s: %s", self.run_id, outcome.value, self.fault)
-            self._halt_for_fault()  # it stays unfinished in the journal and resumes later
-            return
+        # The run finishes in the commit's callbacks, not in this task: a burst of
+        # thousands of runs ending together then costs no task step each, which
+        # would delay the timers due meanwhile.
+        committed = self.commit([(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))], self._ended)
+        committed.add_done_callback(self._ending_failed)
+
+    def _ended(self) -> None:
+        self.end_streams()
         self._stop()
+
+    def _ending_failed(self, committed: asyncio.Future[None]) -> None:
+        if committed.cancelled() or committed.exception() is None:
+            return
+        assert self.fault is not None  # _check_commit ran first
+        log.error("run %s: could not record %s: %s", self.run_id, self.status.value, self.fault)
+        self._halt_for_fault()  # it stays unfinished in the journal and resumes later
 
     async def _finish_cancelled(self) -> None:
         """The body has stopped after its cancellation: record that, then end its streams."""
