@@ -269,37 +269,35 @@ class Journal:
         if len(groups) == 1 and len(groups[0].rows) == 1:
             # One statement is atomic on its own in autocommit mode: one round trip to
             # the database thread instead of three (BEGIN, statement, COMMIT).
-            group = groups[0]
-            try:
-                await writer.execute(group.sql, group.rows[0])
-            except sqlite3.OperationalError as exc:
-                if _is_database_fault(exc):
-                    raise
-                raise _StatementFailed() from exc
-            except Exception as exc:  # a constraint, or a parameter sqlite3 cannot bind
-                raise _StatementFailed() from exc
+            await self._run(groups[0])
             self.commits += 1
             return
         await writer.execute("BEGIN IMMEDIATE")
         try:
             for group in groups:
-                try:
-                    if len(group.rows) == 1:
-                        await writer.execute(group.sql, group.rows[0])
-                    else:
-                        await writer.executemany(group.sql, group.rows)
-                except sqlite3.OperationalError as exc:
-                    if _is_database_fault(exc):
-                        raise
-                    raise _StatementFailed() from exc
-                except Exception as exc:  # a constraint, or a parameter sqlite3 cannot bind
-                    raise _StatementFailed() from exc
+                await self._run(group)
             await writer.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 await writer.execute("ROLLBACK")
             raise
         self.commits += 1
+
+    async def _run(self, group: _Group) -> None:
+        """Execute one group; a failure of the statement itself becomes _StatementFailed."""
+        writer = self._writer
+        assert writer is not None
+        try:
+            if len(group.rows) == 1:
+                await writer.execute(group.sql, group.rows[0])
+            else:
+                await writer.executemany(group.sql, group.rows)
+        except sqlite3.OperationalError as exc:
+            if _is_database_fault(exc):
+                raise
+            raise _StatementFailed() from exc
+        except Exception as exc:  # a constraint, or a parameter sqlite3 cannot bind
+            raise _StatementFailed() from exc
 
     # -- reads ----------------------------------------------------------------
 
