@@ -76,14 +76,9 @@ def key() -> Iterator[str]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "streams.db"
-
-
-@pytest.fixture
-async def engine(db: Path) -> AsyncIterator[Engine]:
-    async with Engine(db) as eng:
-        yield eng
+def db(db_path: Path) -> Path:
+    """The journal file of conftest's ``engine`` fixture."""
+    return db_path
 
 
 # -- helpers ------------------------------------------------------------------------
