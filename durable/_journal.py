@@ -122,6 +122,7 @@ class _Item:
     statements: list[Statement]
     future: asyncio.Future[None]
     after: Callable[[], None] | None = None
+    failed: Callable[[BaseException], None] | None = None
 
 
 @dataclass(slots=True)
@@ -200,15 +201,23 @@ class Journal:
 
     # -- writes ---------------------------------------------------------------
 
-    def submit(self, statements: list[Statement], after: Callable[[], None] | None = None) -> asyncio.Future[None]:
+    def submit(
+        self,
+        statements: list[Statement],
+        after: Callable[[], None] | None = None,
+        failed: Callable[[BaseException], None] | None = None,
+    ) -> asyncio.Future[None]:
         """Queue statements that commit atomically; the future resolves after COMMIT.
 
-        ``after`` runs right after the commit, before any future resolves.
+        ``after`` runs right after the commit, before any future resolves; ``failed``
+        runs with the error if the statements could not be committed, before the future
+        gets that error (which then counts as handled). Both run in the writer, so a
+        burst of commits costs no loop callback each.
         """
         if self._task is None or self._task.done() or self._closing:
             raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(statements, future, after))
+        self._queue.append(_Item(statements, future, after, failed))
         self._wake.set()
         return future
 
@@ -244,8 +253,15 @@ class Journal:
     @staticmethod
     def _fail(item: _Item, exc: BaseException) -> None:
         cause = exc.__cause__ if isinstance(exc, _StatementFailed) and exc.__cause__ else exc
+        if item.failed is not None:
+            try:
+                item.failed(cause)
+            except Exception:
+                log.exception("commit-failure callback failed")
         if not item.future.done():
             item.future.set_exception(cause)
+            if item.failed is not None:
+                item.future.exception()  # handled by ``failed``: no "never retrieved" log
 
     @staticmethod
     def _resolve(item: _Item) -> None:

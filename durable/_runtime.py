@@ -137,18 +137,22 @@ class RunContext:
             if not wait.done():
                 wait.set_exception(RunCancelled(self.run_id))
 
-    def commit(self, statements: list[Statement], after: Callable[[], None] | None = None) -> asyncio.Future[None]:
-        future = self.s.journal.submit(statements, after)
-        future.add_done_callback(self._check_commit)
-        return future
+    def commit(
+        self,
+        statements: list[Statement],
+        after: Callable[[], None] | None = None,
+        failed: Callable[[BaseException], None] | None = None,
+    ) -> asyncio.Future[None]:
+        """Submit a write of this run; a failure to commit it faults the run."""
+        return self.s.journal.submit(statements, after, failed or self._commit_failed)
 
-    def _check_commit(self, future: asyncio.Future[None]) -> None:
-        if future.cancelled() or future.exception() is None or self.fault is not None:
+    def _commit_failed(self, exc: BaseException) -> None:
+        if self.fault is not None:
             return
         # A lost write leaves memory ahead of the journal: stop every task of the run
         # as a crash would, and let the engine resume it from the journal once writes
         # succeed again.
-        self.fault = future.exception()
+        self.fault = exc
         for task in self.tasks():
             if not task.done():
                 task.cancel()
@@ -201,17 +205,14 @@ class RunContext:
         # The run finishes in the commit's callbacks, not in this task: a burst of
         # thousands of runs ending together then costs no task step each, which
         # would delay the timers due meanwhile.
-        committed = self.commit([(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))], self._ended)
-        committed.add_done_callback(self._ending_failed)
+        self.commit([(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))], self._ended, self._ending_failed)
 
     def _ended(self) -> None:
         self.end_streams()
         self._stop()
 
-    def _ending_failed(self, committed: asyncio.Future[None]) -> None:
-        if committed.cancelled() or committed.exception() is None:
-            return
-        assert self.fault is not None  # _check_commit ran first
+    def _ending_failed(self, exc: BaseException) -> None:
+        self._commit_failed(exc)
         log.error("run %s: could not record %s: %s", self.run_id, self.status.value, self.fault)
         self._halt_for_fault()  # it stays unfinished in the journal and resumes later
 
@@ -234,6 +235,7 @@ class RunContext:
     def _stop(self) -> None:
         if not self.stopped:
             self.stopped = True
+            self._forget_waits(ended_only=False)
             self.s.finished(self)
 
     # -- durable operations ---------------------------------------------------
@@ -351,37 +353,31 @@ class RunContext:
                 pass
         return float(BACKOFF_BASE_S * 2 ** (attempt - 1))
 
-    def wait_until(self, wake_at: float, after: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
-        """A durable wait: resolves at ``wake_at`` (counted once ``after`` committed), or
-        at once with RunCancelled when the run is cancelled."""
+    def wait_until(self, wake_at: float) -> asyncio.Future[None]:
+        """A durable wait: resolves at ``wake_at``, or at once with RunCancelled when the
+        run is cancelled."""
+        waiting = self._new_wait()
+        if not waiting.done():
+            self.s.timers.resolve_at(wake_at, waiting)
+        return waiting
+
+    def _new_wait(self) -> asyncio.Future[None]:
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.cancel_requested:
             waiting.set_exception(RunCancelled(self.run_id))
             return waiting
+        if self.waits:
+            self._forget_waits(ended_only=True)
         self.waits.add(waiting)
-        waiting.add_done_callback(self._wait_ended)
-
-        def arm(committed: asyncio.Future[None] | None = None) -> None:
-            if waiting.done():
-                return
-            if committed is not None and (committed.cancelled() or committed.exception() is not None):
-                if committed.cancelled():
-                    waiting.cancel()
-                else:
-                    waiting.set_exception(committed.exception())  # type: ignore[arg-type]
-                return
-            self.s.timers.resolve_at(wake_at, waiting)
-
-        if after is None:
-            arm()
-        else:
-            after.add_done_callback(arm)
         return waiting
 
-    def _wait_ended(self, waiting: asyncio.Future[None]) -> None:
-        self.waits.discard(waiting)
-        if waiting.cancelled() or waiting.exception() is not None:
-            self.s.timers.ended_early()
+    def _forget_waits(self, ended_only: bool) -> None:
+        """Drop ended waits (all of them once the run stops). The timer heap learns of
+        those that ended early, without a loop callback per wait."""
+        for waiting in [w for w in self.waits if w.done()] if ended_only else list(self.waits):
+            self.waits.discard(waiting)
+            if waiting.cancelled() or (waiting.done() and waiting.exception() is not None):
+                self.s.timers.ended_early()
 
     def sleep(self, until: Duration | datetime) -> Awaitable[None]:
         now = time.time()
@@ -393,8 +389,21 @@ class RunContext:
                 return _done()  # it had ended before: replays as ended, also while cancelling
             return self.wait_until(rec.wake_at)
         self._check_not_cancelled()
-        committed = self.commit([(INSERT_OP, (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at))])
-        return self.wait_until(wake_at, committed)
+        waiting = self._new_wait()
+        timers = self.s.timers
+
+        def committed() -> None:  # the wake-up counts once the sleep is journaled
+            if not waiting.done():
+                timers.resolve_at(wake_at, waiting)
+
+        def failed(exc: BaseException) -> None:
+            self._commit_failed(exc)
+            if not waiting.done():
+                waiting.set_exception(exc)
+
+        op = (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at)
+        self.commit([(INSERT_OP, op)], committed, failed)
+        return waiting
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
         data = dumps(value)
