@@ -120,7 +120,7 @@ def _is_database_fault(exc: sqlite3.OperationalError) -> bool:
 @dataclass(slots=True)
 class _Item:
     statements: list[Statement]
-    future: asyncio.Future[None]
+    future: asyncio.Future[None] | None
     after: Callable[[], None] | None = None
     failed: Callable[[BaseException], None] | None = None
 
@@ -214,12 +214,19 @@ class Journal:
         gets that error (which then counts as handled). Both run in the writer, so a
         burst of commits costs no loop callback each.
         """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Item(statements, future, after, failed))
+        return future
+
+    def post(self, statements: list[Statement], after: Callable[[], None], failed: Callable[[BaseException], None]) -> None:
+        """``submit`` for a writer that nothing awaits: ``after`` or ``failed`` tells the outcome."""
+        self._enqueue(_Item(statements, None, after, failed))
+
+    def _enqueue(self, item: _Item) -> None:
         if self._task is None or self._task.done() or self._closing:
             raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(statements, future, after, failed))
+        self._queue.append(item)
         self._wake.set()
-        return future
 
     async def _write_loop(self) -> None:
         while True:
@@ -258,10 +265,11 @@ class Journal:
                 item.failed(cause)
             except Exception:
                 log.exception("commit-failure callback failed")
-        if not item.future.done():
-            item.future.set_exception(cause)
+        future = item.future
+        if future is not None and not future.done():
+            future.set_exception(cause)
             if item.failed is not None:
-                item.future.exception()  # handled by ``failed``: no "never retrieved" log
+                future.exception()  # handled by ``failed``: no "never retrieved" log
 
     @staticmethod
     def _resolve(item: _Item) -> None:
@@ -270,8 +278,9 @@ class Journal:
                 item.after()
             except Exception:
                 log.exception("post-commit callback failed")
-        if not item.future.done():
-            item.future.set_result(None)
+        future = item.future
+        if future is not None and not future.done():
+            future.set_result(None)
 
     async def _commit(self, batch: Iterable[_Item]) -> None:
         writer = self._writer

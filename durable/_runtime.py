@@ -205,7 +205,9 @@ class RunContext:
         # The run finishes in the commit's callbacks, not in this task: a burst of
         # thousands of runs ending together then costs no task step each, which
         # would delay the timers due meanwhile.
-        self.commit([(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))], self._ended, self._ending_failed)
+        self.s.journal.post(
+            [(SET_TERMINAL, (outcome.value, output, error, time.time(), self.run_id))], self._ended, self._ending_failed
+        )
 
     def _ended(self) -> None:
         self.end_streams()
@@ -374,10 +376,13 @@ class RunContext:
     def _forget_waits(self, ended_only: bool) -> None:
         """Drop ended waits (all of them once the run stops). The timer heap learns of
         those that ended early, without a loop callback per wait."""
-        for waiting in [w for w in self.waits if w.done()] if ended_only else list(self.waits):
+        for waiting in list(self.waits):
+            if waiting.done():
+                if waiting.cancelled() or waiting.exception() is not None:
+                    self.s.timers.ended_early()
+            elif ended_only:
+                continue
             self.waits.discard(waiting)
-            if waiting.cancelled() or (waiting.done() and waiting.exception() is not None):
-                self.s.timers.ended_early()
 
     def sleep(self, until: Duration | datetime) -> Awaitable[None]:
         now = time.time()
@@ -402,7 +407,7 @@ class RunContext:
                 waiting.set_exception(exc)
 
         op = (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at)
-        self.commit([(INSERT_OP, op)], committed, failed)
+        self.s.journal.post([(INSERT_OP, op)], committed, failed)
         return waiting
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:

@@ -13,6 +13,8 @@ _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 def dumps(value: Any) -> bytes:
     """Serialize ``value``; raise ``TypeError`` naming the type that cannot be."""
+    if value is None:
+        return b"null"  # what most steps and workflows return; orjson's buffer is a cost here
     try:
         return orjson.dumps(value, option=_DUMP_OPTIONS)
     except orjson.JSONEncodeError as exc:

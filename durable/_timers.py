@@ -1,4 +1,4 @@
-"""One heap of wall-clock wake-ups driving every durable timer, with no polling."""
+"""One queue of wall-clock wake-ups driving every durable timer, with no polling."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections import deque
 
 
 class TimerHeap:
-    """Futures that resolve at an epoch time; one loop callback armed for the earliest."""
+    """Futures that resolve at an epoch time; one loop callback armed for the earliest.
+
+    Most waits arrive in the order they wake (the same duration from "now", as in a
+    burst of runs sleeping "1s"): those queue in a deque, O(1) in and out. A wait due
+    before the newest queued one goes to a heap instead; the earlier of the two heads
+    wakes first.
+    """
 
     def __init__(self) -> None:
+        self._line: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
@@ -19,7 +27,7 @@ class TimerHeap:
         self._done = 0  # waits ended early since the last rebuild (an upper bound of such entries)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._line) + len(self._heap)
 
     def wait_until(self, wake_at: float) -> asyncio.Future[None]:
         """A future that resolves once ``time.time() >= wake_at`` (never before)."""
@@ -28,23 +36,28 @@ class TimerHeap:
         return future
 
     def resolve_at(self, wake_at: float, future: asyncio.Future[None]) -> None:
-        """Resolve ``future`` at ``wake_at`` unless it is done by then (it then leaves the heap)."""
+        """Resolve ``future`` at ``wake_at`` unless it is done by then (it then leaves the queue)."""
         if wake_at <= time.time():
             if not future.done():
                 future.set_result(None)
             return
-        heapq.heappush(self._heap, (wake_at, next(self._counter), future))
+        line = self._line
+        if not line or wake_at >= line[-1][0]:
+            line.append((wake_at, future))
+        else:
+            heapq.heappush(self._heap, (wake_at, next(self._counter), future))
         if self._armed_for is None or wake_at < self._armed_for:
             self._arm(asyncio.get_running_loop())
 
     def ended_early(self) -> None:
         """A wait given to ``resolve_at`` ended before its time (a cancelled sleep).
 
-        It stays in the heap until its time comes, holding its run's frames: once such
-        entries are the majority, rebuild the heap without them.
+        It stays queued until its time comes, holding its run's frames: once such
+        entries are the majority, rebuild the queue without them.
         """
         self._done += 1
-        if self._done > 64 and self._done * 2 > len(self._heap):
+        if self._done > 64 and self._done * 2 > len(self):
+            self._line = deque(entry for entry in self._line if not entry[1].done())
             self._heap = [entry for entry in self._heap if not entry[2].done()]
             heapq.heapify(self._heap)
             self._done = 0
@@ -54,11 +67,17 @@ class TimerHeap:
             self._handle.cancel()
             self._handle = None
             self._armed_for = None
-        while self._heap and self._heap[0][2].done():
-            heapq.heappop(self._heap)  # cancelled waits leave lazily
-        if not self._heap:
+        line, heap = self._line, self._heap
+        while line and line[0][1].done():
+            line.popleft()  # cancelled waits leave lazily
+        while heap and heap[0][2].done():
+            heapq.heappop(heap)
+        if line and heap:
+            wake_at = min(line[0][0], heap[0][0])
+        elif line or heap:
+            wake_at = line[0][0] if line else heap[0][0]
+        else:
             return
-        wake_at = self._heap[0][0]
         self._armed_for = wake_at
         self._handle = loop.call_at(loop.time() + max(0.0, wake_at - time.time()), self._fire, loop)
 
@@ -66,9 +85,14 @@ class TimerHeap:
         self._handle = None
         self._armed_for = None
         now = time.time()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, future = heapq.heappop(heap)
+        line, heap = self._line, self._heap
+        while True:  # every due wait, earliest first
+            if line and line[0][0] <= now and not (heap and heap[0][0] < line[0][0]):
+                future = line.popleft()[1]
+            elif heap and heap[0][0] <= now:
+                future = heapq.heappop(heap)[2]
+            else:
+                break
             if not future.done():
                 future.set_result(None)
         # The loop clock may fire a hair early against the wall clock: re-arm for the rest.
@@ -79,6 +103,9 @@ class TimerHeap:
             self._handle.cancel()
         self._handle = None
         self._armed_for = None
+        for _, future in self._line:
+            future.cancel()
         for _, _, future in self._heap:
             future.cancel()
+        self._line.clear()
         self._heap.clear()

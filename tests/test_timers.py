@@ -11,6 +11,7 @@ from pathlib import Path
 import crash_workflows  # noqa: F401  (registers crash.sleeper for the reopened engine)
 import pytest
 from proc import kill, spawn_child
+from proc import until as wait_for_condition
 
 from durable import Engine, sleep, workflow
 
@@ -75,6 +76,35 @@ async def test_overdue_wait_fires_at_open(db_path: Path) -> None:
     async with Engine(db_path) as engine:
         woke = await engine.get_run(run_id).result(timeout=5)
     assert opened <= woke < opened + 0.2
+
+
+async def test_waits_queued_out_of_order_wake_in_time_order(engine: Engine, db_path: Path) -> None:
+    # Longest first: each later sleep is due before the ones already queued.
+    durations = [0.6, 0.5, 0.1, 0.4, 0.2, 0.3, 0.15, 0.45]
+    runs = await asyncio.gather(*(engine.start(nap, s) for s in durations))
+    woke = await asyncio.gather(*(run.result(timeout=5) for run in runs))
+    dues = [wake_at(db_path, run.run_id)[1] for run in runs]
+    for due, time_woken in zip(dues, woke, strict=True):
+        assert due <= time_woken < due + 0.1  # never early, and not held behind a later wait
+    by_due = [d for _, d in sorted(zip(dues, durations, strict=True))]
+    by_waking = [d for _, d in sorted(zip(woke, durations, strict=True))]
+    assert by_waking == by_due == sorted(durations)
+
+
+@workflow(name="timers.park")
+async def park() -> None:
+    await sleep("1h")
+
+
+async def test_cancelled_sleeps_leave_the_timer_queue(engine: Engine, sql: sqlite3.Connection) -> None:
+    runs = await asyncio.gather(*(engine.start(park) for _ in range(300)))
+    await wait_for_condition(lambda: engine.stats()["timers"] == 300, what="300 sleeps to be queued")
+    for run in runs:
+        await run.cancel()
+    # Each cancelled sleep held its run's frames until its hour was up; once most
+    # queued waits had ended, the queue was rebuilt without them.
+    assert engine.stats()["timers"] < 100
+    assert engine.stats()["active_runs"] == 0
 
 
 def pytest_approx(value: float) -> object:
