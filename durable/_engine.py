@@ -275,11 +275,14 @@ class Engine:
             self._run_finished(ctx)
 
     def _run_finished(self, ctx: RunContext) -> None:
-        if self._active.get(ctx.run_id) is ctx:
-            del self._active[ctx.run_id]
-        if ctx.status.is_terminal and ctx.fault is None:
-            self._fault_backoff.pop(ctx.run_id, None)
-            self._notify(ctx.run_id, ctx.outcome)
+        run_id = ctx.run_id
+        if self._active.get(run_id) is ctx:
+            del self._active[run_id]
+        if ctx.fault is None and ctx.status.is_terminal:
+            if self._fault_backoff:
+                self._fault_backoff.pop(run_id, None)
+            if self._waiters:
+                self._notify(run_id, ctx.outcome)
 
     def _run_faulted(self, ctx: RunContext, exc: BaseException) -> None:
         left = [t for t in ctx.steps if not t.done()]

@@ -237,7 +237,8 @@ class RunContext:
     def _stop(self) -> None:
         if not self.stopped:
             self.stopped = True
-            self._forget_waits(ended_only=False)
+            if self.waits:
+                self._forget_waits(ended_only=False)
             self.s.finished(self)
 
     # -- durable operations ---------------------------------------------------
@@ -376,13 +377,14 @@ class RunContext:
     def _forget_waits(self, ended_only: bool) -> None:
         """Drop ended waits (all of them once the run stops). The timer heap learns of
         those that ended early, without a loop callback per wait."""
-        for waiting in list(self.waits):
-            if waiting.done():
-                if waiting.cancelled() or waiting.exception() is not None:
-                    self.s.timers.ended_early()
-            elif ended_only:
-                continue
-            self.waits.discard(waiting)
+        kept: set[asyncio.Future[None]] = set()
+        for waiting in self.waits:
+            if not waiting.done():
+                if ended_only:
+                    kept.add(waiting)
+            elif waiting.cancelled() or waiting.exception() is not None:
+                self.s.timers.ended_early()
+        self.waits = kept
 
     def sleep(self, until: Duration | datetime) -> Awaitable[None]:
         now = time.time()

@@ -91,7 +91,9 @@ class StreamHub:
 
     def close(self, run_id: str, namespace: str | None = None) -> None:
         """End live reading of one namespace, or of every namespace of the run."""
-        by_ns = self._subscribers.get(run_id, {})
+        by_ns = self._subscribers.get(run_id)
+        if not by_ns:
+            return
         for ns, subs in by_ns.items():
             if namespace is None or ns == namespace:
                 for sub in subs:
