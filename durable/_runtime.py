@@ -120,6 +120,7 @@ class RunContext:
         self.task: asyncio.Task[None] | None = None
         self.steps: set[asyncio.Task[None]] = set()
         self.waits: set[asyncio.Future[None]] = set()
+        self._prune_waits_at = 8
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -369,8 +370,9 @@ class RunContext:
         if self.cancel_requested:
             waiting.set_exception(RunCancelled(self.run_id))
             return waiting
-        if self.waits:
+        if len(self.waits) >= self._prune_waits_at:  # amortized: a fan-out of sleeps stays linear
             self._forget_waits(ended_only=True)
+            self._prune_waits_at = max(8, 2 * len(self.waits))
         self.waits.add(waiting)
         return waiting
 
@@ -407,6 +409,7 @@ class RunContext:
             self._commit_failed(exc)
             if not waiting.done():
                 waiting.set_exception(exc)
+                waiting.exception()  # the run is faulted: no "never retrieved" log if nothing awaits it
 
         op = (self.run_id, seq, "sleep", name, "waiting", None, None, now, None, wake_at)
         self.s.journal.post([(INSERT_OP, op)], committed, failed)

@@ -206,6 +206,8 @@ function selectRun(runId, { push = false, initial = null } = {}) {
     onState: (state) => onStreamState(run, state),
     onDrop: () => refreshStatus(run).then(() => run.status),
   });
+  // The panel now shows this run, whose stream has not started: not the last one's state.
+  onStreamState(run, "idle");
   showError(null);
   renderRun();
   runHistory.markSelected(runId);
@@ -291,6 +293,7 @@ function onStreamEvent(run, index, data) {
 
 function onStreamState(run, state) {
   if (!isCurrent(run)) return;
+  if (state === "closed") renderNow(); // a closed stream shows all it delivered
   view["run-panel"].dataset.stream = state;
   const conn = view.connection;
   if (state === "reconnecting") {
@@ -309,14 +312,15 @@ let renderPending = false;
 function scheduleRender() {
   if (renderPending) return;
   renderPending = true;
-  const go = () => {
-    if (!renderPending) return;
-    renderPending = false;
-    table.flush();
-    renderRun();
-  };
-  requestAnimationFrame(go);
-  setTimeout(go, 250);
+  requestAnimationFrame(renderNow);
+  setTimeout(renderNow, 250);
+}
+
+function renderNow() {
+  if (!renderPending) return;
+  renderPending = false;
+  table.flush();
+  renderRun();
 }
 
 // The live region says what changed in the run's state; the per-invoice

@@ -4,13 +4,15 @@ once writes succeed again. (tests/test_http.py fills the disk for the HTTP side.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 from proc import until
 
-from durable import Engine, RunStatus, step, workflow
+from durable import Engine, RunStatus, get_writable, sleep, step, workflow
 
 executed: list[int] = []
 gate: dict[str, asyncio.Event] = {}
@@ -76,3 +78,41 @@ async def test_a_final_status_that_cannot_be_written_is_written_later(db_path: P
         assert await run.result(timeout=10) == "done"  # resumed: the step replayed, the status written
     assert executed == [10]
     assert sql.execute("SELECT status FROM runs").fetchall() == [("completed",)]
+
+
+naps: list[Awaitable[None]] = []
+
+
+@workflow(name="faults.raced_sleep")
+async def raced_sleep() -> str:
+    gate["reached"].set()
+    await gate["go"].wait()
+    written = get_writable().write("x")  # the writer takes this write on its own...
+    await asyncio.sleep(0)
+    nap = sleep("10s")  # ...and the sleep's record in its next commit
+    naps.append(nap)
+    # A timeout raced against the write: cancelling the run's task does not cancel `nap`.
+    await asyncio.wait([written, nap], return_when=asyncio.FIRST_COMPLETED)
+    return "done"
+
+
+async def test_a_sleep_refused_after_its_run_stopped_logs_no_unretrieved_error(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate.update(reached=asyncio.Event(), go=asyncio.Event())
+    async with Engine(db_path) as engine:
+        run = await engine.start(raced_sleep)
+        await gate["reached"].wait()
+        await engine.execute("PRAGMA query_only = 1")
+        gate["go"].set()  # the write fails and stops the run; then the sleep's record fails too
+        await until(lambda: engine.stats()["active_runs"] == 0, what="the run to stop on the fault")
+        first = naps[0]
+        assert isinstance(first, asyncio.Future)
+        await until(first.done, what="the sleep's record to be refused")
+        naps.clear()
+        del first
+        await engine.execute("PRAGMA query_only = 0")
+        assert await run.result(timeout=10) == "done"
+    naps.clear()
+    gc.collect()  # an unretrieved exception is logged when its future is collected
+    assert [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()] == []

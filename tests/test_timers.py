@@ -91,6 +91,23 @@ async def test_waits_queued_out_of_order_wake_in_time_order(engine: Engine, db_p
     assert by_waking == by_due == sorted(durations)
 
 
+@workflow(name="timers.fan_out")
+async def fan_out(n: int) -> int:
+    await asyncio.gather(*(sleep("300ms") for _ in range(n)))
+    return n
+
+
+async def test_a_fan_out_of_sleeps_does_not_hold_up_other_timers(engine: Engine, db_path: Path) -> None:
+    # Starting thousands of waits in one run must cost each wait O(1): a quadratic
+    # step there blocked the loop for seconds, and every other timer with it.
+    other = await engine.start(nap, 0.2)
+    fan = await engine.start(fan_out, 10_000)
+    woke = await other.result(timeout=10)
+    assert await fan.result(timeout=10) == 10_000
+    _, due = wake_at(db_path, other.run_id)
+    assert due <= woke < due + 0.5
+
+
 @workflow(name="timers.park")
 async def park() -> None:
     await sleep("1h")
