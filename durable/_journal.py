@@ -117,6 +117,9 @@ def _is_database_fault(exc: sqlite3.OperationalError) -> bool:
     return any(word in text for word in _DATABASE_FAULTS)
 
 
+RESOLVE_SLICE = 256  # committed items resolved per loop step
+
+
 @dataclass(slots=True)
 class _Item:
     statements: list[Statement]
@@ -254,8 +257,13 @@ class Journal:
                 for item in batch:
                     self._fail(item, exc)
                 continue
-            for item in batch:
-                self._resolve(item)
+            for start in range(0, len(batch), RESOLVE_SLICE):
+                if start:
+                    # A big batch's callbacks (runs ending, sleeps arming) are not urgent:
+                    # let due timers and the runs they wake go between slices.
+                    await asyncio.sleep(0)
+                for item in batch[start : start + RESOLVE_SLICE]:
+                    self._resolve(item)
 
     @staticmethod
     def _fail(item: _Item, exc: BaseException) -> None:

@@ -71,3 +71,23 @@ async def test_the_writer_survives_an_error_that_is_not_sqlite3s(engine: Engine,
         await engine.execute("INSERT INTO big (k) VALUES (?)", (2**64,))  # sqlite3 cannot bind it
     await engine.execute("INSERT INTO big (k) VALUES (?)", (7,))
     assert sql.execute("SELECT k FROM big").fetchall() == [(7,)]
+
+
+async def test_a_batch_larger_than_a_resolve_slice_acknowledges_every_write_in_order(
+    engine: Engine, sql: sqlite3.Connection
+) -> None:
+    # The writer acknowledges a big batch in slices, letting other work run between
+    # them: every write is still acknowledged, after its commit, in submission order.
+    await engine.execute("CREATE TABLE b (k INTEGER PRIMARY KEY)")
+    acknowledged: list[int] = []
+
+    async def insert(k: int) -> None:
+        await engine.execute("INSERT INTO b (k) VALUES (?)", (k,))
+        assert sql.execute("SELECT 1 FROM b WHERE k = ?", (k,)).fetchone() == (1,)
+        acknowledged.append(k)
+
+    before = engine.stats()["commits"]
+    await asyncio.gather(*(insert(k) for k in range(2000)))
+    assert engine.stats()["commits"] - before <= 3  # one or two batches well over a slice
+    assert acknowledged == list(range(2000))
+    assert sql.execute("SELECT COUNT(*) FROM b").fetchone() == (2000,)
