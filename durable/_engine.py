@@ -22,7 +22,7 @@ from ._registry import WorkflowFunction, lookup_workflow
 from ._runtime import SET_CANCELLED, Recorded, Replay, RunContext, Services
 from ._serde import dumps, loads, to_datetime
 from ._streams import DEFAULT_NAMESPACE, StreamChunk, StreamHub
-from ._timers import TimerHeap
+from ._timers import TimerQueue
 
 log = logging.getLogger("durable")
 
@@ -62,7 +62,7 @@ class Engine:
         self.path = Path(path)
         self.cancel_grace = cancel_grace
         self._journal = Journal(self.path, synchronous)
-        self._timers = TimerHeap()
+        self._timers = TimerQueue()
         self._hub = StreamHub(self._journal, stream_queue_limit)
         self._services = Services(self._journal, self._timers, self._hub, self._run_finished, self._run_faulted)
         self._active: dict[str, RunContext] = {}

@@ -21,7 +21,7 @@ from ._journal import Journal, Statement
 from ._models import RunStatus
 from ._serde import Duration, dumps, loads, parse_duration, wake_time
 from ._streams import DEFAULT_NAMESPACE, StreamChunk, StreamHub
-from ._timers import TimerHeap
+from ._timers import TimerQueue
 
 if TYPE_CHECKING:
     from ._registry import StepFunction, WorkflowFunction
@@ -66,7 +66,7 @@ class Services:
     """What a run needs from its engine."""
 
     journal: Journal
-    timers: TimerHeap
+    timers: TimerQueue
     hub: StreamHub
     finished: Callable[[RunContext], None]
     faulted: Callable[[RunContext, BaseException], None]
@@ -361,9 +361,12 @@ class RunContext:
         """A durable wait: resolves at ``wake_at``, or at once with RunCancelled when the
         run is cancelled."""
         waiting = self._new_wait()
-        if not waiting.done():
-            self.s.timers.resolve_at(wake_at, waiting)
+        self._arm(waiting, wake_at)
         return waiting
+
+    def _arm(self, waiting: asyncio.Future[None], wake_at: float) -> None:
+        if not waiting.done():  # cancelled meanwhile: it never enters the timer queue
+            self.s.timers.resolve_at(wake_at, waiting)
 
     def _new_wait(self) -> asyncio.Future[None]:
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -377,7 +380,7 @@ class RunContext:
         return waiting
 
     def _forget_waits(self, ended_only: bool) -> None:
-        """Drop ended waits (all of them once the run stops). The timer heap learns of
+        """Drop ended waits (all of them once the run stops). The timer queue learns of
         those that ended early, without a loop callback per wait."""
         kept: set[asyncio.Future[None]] = set()
         for waiting in self.waits:
@@ -399,11 +402,9 @@ class RunContext:
             return self.wait_until(rec.wake_at)
         self._check_not_cancelled()
         waiting = self._new_wait()
-        timers = self.s.timers
 
         def committed() -> None:  # the wake-up counts once the sleep is journaled
-            if not waiting.done():
-                timers.resolve_at(wake_at, waiting)
+            self._arm(waiting, wake_at)
 
         def failed(exc: BaseException) -> None:
             self._commit_failed(exc)

@@ -9,7 +9,7 @@ import time
 from collections import deque
 
 
-class TimerHeap:
+class TimerQueue:
     """Futures that resolve at an epoch time; one loop callback armed for the earliest.
 
     Most waits arrive in the order they wake (the same duration from "now", as in a
