@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from durable import tune_gc
+from durable import DatabaseLocked, tune_gc
 from invoices import create_app
 from invoices.security import is_loopback_bind
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_gc()  # thousands of sleeping runs must not stall the loop in full collections
     try:
         asyncio.run(serve(args))
-    except (OSError, sqlite3.Error) as exc:  # the port is taken, the database cannot be opened ...
+    except (OSError, sqlite3.Error, DatabaseLocked) as exc:  # the port is taken, the file is held or unreadable ...
         print(f"server.py: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -4,6 +4,8 @@ from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_wor
 from ._engine import Engine, Run
 from ._errors import (
     CannotCancel,
+    DatabaseLocked,
+    DuplicateWorkflow,
     DurableError,
     EngineClosed,
     FatalError,
@@ -16,14 +18,16 @@ from ._errors import (
 )
 from ._gc import tune_gc
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
+from ._operations import StreamWriter, get_resources, get_writable, sleep
 from ._registry import StepFunction, WorkflowFunction, step, workflow
-from ._runtime import StreamWriter, get_writable, sleep
 from ._serde import parse_duration
 from ._streams import StreamChunk
 
 __all__ = [
     "AttemptInfo",
     "CannotCancel",
+    "DatabaseLocked",
+    "DuplicateWorkflow",
     "DurableError",
     "Engine",
     "EngineClosed",
@@ -44,6 +48,7 @@ __all__ = [
     "StreamWriter",
     "WorkflowFunction",
     "WorkflowMetadata",
+    "get_resources",
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",

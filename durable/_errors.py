@@ -10,6 +10,8 @@ Tree::
     ├── RunNotFound             no run with that id
     ├── CannotCancel            cancel of a completed or failed run
     ├── NonDeterminismError     replay met another operation than the journal holds
+    ├── DatabaseLocked          another engine holds the database file
+    ├── DuplicateWorkflow       two different workflows registered under one name
     └── EngineClosed            use of an engine that is not open
     RunCancelled (BaseException) the run was cancelled
 """
@@ -17,6 +19,7 @@ Tree::
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 
 class DurableError(Exception):
@@ -87,6 +90,29 @@ class NonDeterminismError(DurableError):
         self.seq = seq
         self.recorded = recorded
         self.attempted = attempted
+
+
+class DatabaseLocked(DurableError):
+    """Another engine, in this process or another one, holds the database file."""
+
+    def __init__(self, path: Path, holder_pid: int | None) -> None:
+        holder = f"process {holder_pid}" if holder_pid is not None else "another process"
+        super().__init__(
+            f"{path} is in use by {holder}: one engine owns a database file at a time. Stop that process, or open another file."
+        )
+        self.path = path
+        self.holder_pid = holder_pid
+
+
+class DuplicateWorkflow(DurableError):
+    """Two different workflow functions were registered under one name."""
+
+    def __init__(self, name: str, registered: str, attempted: str) -> None:
+        super().__init__(
+            f"Workflow name {name!r} is taken by {registered}; {attempted} cannot use it too. "
+            "Give one of them another name with @workflow(name=...)."
+        )
+        self.name = name
 
 
 class EngineClosed(DurableError):

@@ -1,338 +1,165 @@
-"""The journal: one SQLite file, one writer with group commit, one reader.
+"""The journal: every statement the engine runs against its SQLite file.
 
-Every write goes through :meth:`Journal.submit`: a list of statements that commit
-together. Items submitted while a commit is in flight share the next one; the
-submitter's future resolves only after COMMIT returned.
+Writes are built by the named methods below and committed by the group-commit
+writer (``_writer.py``); reads go through a second connection. Nothing else in
+the engine holds SQL, so another backend only has to provide this interface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from ._errors import EngineClosed
+from ._replay import Recorded, Replay, StoredRun
+from ._schema import MIGRATIONS
+from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement
 
-log = logging.getLogger("durable.journal")
-
-Statement = tuple[str, Sequence[Any]]
-
-# Ordered: index i brings the schema from version i to i + 1. Never edit a released entry.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE runs (
-        run_id        TEXT PRIMARY KEY,
-        workflow_name TEXT NOT NULL,
-        input         BLOB NOT NULL,
-        status        TEXT NOT NULL,
-        created_at    REAL NOT NULL,
-        started_at    REAL,
-        completed_at  REAL,
-        output        BLOB,
-        error         TEXT
-    ) WITHOUT ROWID;
-    CREATE INDEX runs_unfinished ON runs (status) WHERE status IN ('pending', 'running');
-    CREATE INDEX runs_by_created ON runs (created_at);
-    CREATE INDEX runs_by_status_created ON runs (status, created_at);
-
-    -- One row per durable operation of a workflow body: a step's outcome or a sleep.
-    CREATE TABLE ops (
-        run_id       TEXT NOT NULL,
-        seq          INTEGER NOT NULL,
-        kind         TEXT NOT NULL,
-        name         TEXT NOT NULL,
-        state        TEXT NOT NULL,
-        result       BLOB,
-        attempt      INTEGER,
-        started_at   REAL NOT NULL,
-        completed_at REAL,
-        wake_at      REAL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID;
-
-    -- Failed step attempts, each with the durable time of its retry.
-    CREATE TABLE attempts (
-        run_id     TEXT NOT NULL,
-        seq        INTEGER NOT NULL,
-        name       TEXT NOT NULL,
-        attempt    INTEGER NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at   REAL NOT NULL,
-        error      TEXT NOT NULL,
-        retry_at   REAL,
-        PRIMARY KEY (run_id, seq, attempt)
-    ) WITHOUT ROWID;
-
-    -- Stream chunks. A body write is keyed by its seq (part = -1); a step's n-th write
-    -- by (the step's seq, n), so a re-executed step cannot store it twice.
-    CREATE TABLE chunks (
-        run_id     TEXT NOT NULL,
-        namespace  TEXT NOT NULL,
-        idx        INTEGER NOT NULL,
-        seq        INTEGER NOT NULL,
-        part       INTEGER NOT NULL,
-        data       BLOB NOT NULL,
-        written_at REAL NOT NULL,
-        PRIMARY KEY (run_id, namespace, idx)
-    ) WITHOUT ROWID;
-    CREATE UNIQUE INDEX chunks_origin ON chunks (run_id, seq, part);
-
-    CREATE TABLE closed_streams (
-        run_id    TEXT NOT NULL,
-        namespace TEXT NOT NULL,
-        closed_at REAL NOT NULL,
-        PRIMARY KEY (run_id, namespace)
-    ) WITHOUT ROWID;
-    """,
-    # A cancelled run's body still has to observe its cancellation (and may write a
-    # last chunk); until it has, the run is resumed at open like an unfinished one.
-    """
-    ALTER TABLE runs ADD COLUMN unwound INTEGER NOT NULL DEFAULT 1;
-    DROP INDEX runs_unfinished;
-    CREATE INDEX runs_to_resume ON runs (created_at)
-        WHERE status IN ('pending', 'running') OR (status = 'cancelled' AND unwound = 0);
-    """,
-]
+__all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Statement"]
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
+RUN_COLUMNS = "run_id, workflow_name, status, created_at, started_at, completed_at, error, input"
+_TO_RESUME = "(r.status IN ('pending', 'running') OR (r.status = 'cancelled' AND r.unwound = 0))"
 
-class _StatementFailed(Exception):
-    """A statement of the batch failed on its own merits; its cause is the sqlite3 error."""
-
-
-_DATABASE_FAULTS = ("locked", "busy", "readonly", "read-only", "disk", "full", "i/o", "corrupt", "malformed")
-
-
-def _is_database_fault(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return any(word in text for word in _DATABASE_FAULTS)
-
-
-RESOLVE_SLICE = 256  # committed items resolved per loop step
+_INSERT_OP = (
+    "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, retry_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UNFINISHED = "status IN ('pending', 'running')"
 
 
-@dataclass(slots=True)
-class _Item:
-    statements: list[Statement]
-    future: asyncio.Future[None] | None
-    after: Callable[[], None] | None = None
-    failed: Callable[[BaseException], None] | None = None
-
-
-@dataclass(slots=True)
-class _Group:
-    sql: str
-    rows: list[Sequence[Any]] = field(default_factory=list)
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to the newest version, one migration per transaction."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"{path} has schema version {version}, newer than this engine's {len(MIGRATIONS)}: upgrade durable")
+    for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits first; the script and the version bump commit together.
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={target};\nCOMMIT;")
 
 
 class Journal:
-    """Owns the writer and reader connections and the group-commit task."""
+    """The engine's storage: named writes through group commit, named reads."""
 
     def __init__(self, path: str | os.PathLike[str], synchronous: str = "FULL") -> None:
         level = synchronous.upper()
         if level not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, got {synchronous!r}")
         self.path = Path(path)
+        self._writer = GroupCommitWriter(self.path, level)
         self._synchronous = level
-        self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: list[_Item] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.commits = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = await self._connect()
-            await self._migrate(self._writer)
-            self._reader = await self._connect()
+            await self._writer.open(lambda conn: migrate(conn, self.path))
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            for pragma in (f"PRAGMA synchronous={self._synchronous}", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"):
+                await self._reader.execute(pragma)
         except BaseException:
-            await self._close_connections()
+            await self.close()
             raise
-        self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="durable-journal-writer")
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            f"PRAGMA synchronous={self._synchronous}",
-            "PRAGMA busy_timeout=5000",
-            "PRAGMA foreign_keys=ON",
-        ):
-            await conn.execute(pragma)
-        return conn
-
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async with conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path} has schema version {version}, newer than this engine's {len(MIGRATIONS)}: upgrade durable"
-            )
-        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first; the script and the version bump commit together.
-            await conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={target};\nCOMMIT;")
 
     async def close(self) -> None:
         """Commit what was submitted, then close both connections. Idempotent."""
-        self._closing = True
-        if self._task is not None:
-            self._wake.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._close_connections()
+        await self._writer.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await reader.close()
 
-    async def _close_connections(self) -> None:
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await conn.close()
-        self._writer = self._reader = None
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
 
-    # -- writes ---------------------------------------------------------------
+    # -- committing -------------------------------------------------------------
 
-    def submit(
-        self,
-        statements: list[Statement],
-        after: Callable[[], None] | None = None,
-        failed: Callable[[BaseException], None] | None = None,
+    def commit(
+        self, statements: list[Statement], on_commit: OnCommit | None = None, on_failure: OnFailure | None = None
     ) -> asyncio.Future[None]:
-        """Queue statements that commit atomically; the future resolves after COMMIT.
+        """Queue statements that commit together; the returned future resolves after COMMIT."""
+        return self._writer.commit(statements, on_commit, on_failure)
 
-        ``after`` runs right after the commit, before any future resolves; ``failed``
-        runs with the error if the statements could not be committed, before the future
-        gets that error (which then counts as handled). Both run in the writer, so a
-        burst of commits costs no loop callback each.
-        """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Item(statements, future, after, failed))
-        return future
+    def commit_then(self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure) -> None:
+        """Queue statements nothing awaits: ``on_commit`` or ``on_failure`` tells the outcome."""
+        self._writer.commit_then(statements, on_commit, on_failure)
 
-    def post(self, statements: list[Statement], after: Callable[[], None], failed: Callable[[BaseException], None]) -> None:
-        """``submit`` for a writer that nothing awaits: ``after`` or ``failed`` tells the outcome."""
-        self._enqueue(_Item(statements, None, after, failed))
-
-    def _enqueue(self, item: _Item) -> None:
-        if self._task is None or self._task.done() or self._closing:
-            raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
-        self._queue.append(item)
-        self._wake.set()
-
-    async def _write_loop(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, self._queue = self._queue, []
-            try:
-                await self._commit(batch)
-            except _StatementFailed:
-                # One item's statement failed (a constraint, say): the others commit on their own.
-                for item in batch:
-                    try:
-                        await self._commit([item])
-                    except Exception as exc:
-                        self._fail(item, exc)
-                        continue
-                    self._resolve(item)
-                continue
-            except Exception as exc:  # the database as a whole refused: locked, read-only, full
-                # The writer must outlive any error: every later write depends on it.
-                for item in batch:
-                    self._fail(item, exc)
-                continue
-            for start in range(0, len(batch), RESOLVE_SLICE):
-                if start:
-                    # A big batch's callbacks (runs ending, sleeps arming) are not urgent:
-                    # let due timers and the runs they wake go between slices.
-                    await asyncio.sleep(0)
-                for item in batch[start : start + RESOLVE_SLICE]:
-                    self._resolve(item)
+    # -- statements: runs ---------------------------------------------------------
 
     @staticmethod
-    def _fail(item: _Item, exc: BaseException) -> None:
-        cause = exc.__cause__ if isinstance(exc, _StatementFailed) and exc.__cause__ else exc
-        if item.failed is not None:
-            try:
-                item.failed(cause)
-            except Exception:
-                log.exception("commit-failure callback failed")
-        future = item.future
-        if future is not None and not future.done():
-            future.set_exception(cause)
-            if item.failed is not None:
-                future.exception()  # handled by ``failed``: no "never retrieved" log
+    def new_run(run_id: str, workflow_name: str, input_data: bytes, created_at: float) -> Statement:
+        return (
+            "INSERT INTO runs (run_id, workflow_name, input, status, created_at) VALUES (?, ?, ?, 'pending', ?)",
+            (run_id, workflow_name, input_data, created_at),
+        )
 
     @staticmethod
-    def _resolve(item: _Item) -> None:
-        if item.after is not None:
-            try:
-                item.after()
-            except Exception:
-                log.exception("post-commit callback failed")
-        future = item.future
-        if future is not None and not future.done():
-            future.set_result(None)
+    def run_started(run_id: str, at: float) -> Statement:
+        return ("UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ? AND status = 'pending'", (at, run_id))
 
-    async def _commit(self, batch: Iterable[_Item]) -> None:
-        writer = self._writer
-        assert writer is not None
-        groups: list[_Group] = []
-        for item in batch:
-            for sql, params in item.statements:
-                if not groups or groups[-1].sql != sql:
-                    groups.append(_Group(sql))
-                groups[-1].rows.append(params)
-        if len(groups) == 1 and len(groups[0].rows) == 1:
-            # One statement is atomic on its own in autocommit mode: one round trip to
-            # the database thread instead of three (BEGIN, statement, COMMIT).
-            await self._run(groups[0])
-            self.commits += 1
-            return
-        await writer.execute("BEGIN IMMEDIATE")
-        try:
-            for group in groups:
-                await self._run(group)
-            await writer.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await writer.execute("ROLLBACK")
-            raise
-        self.commits += 1
+    @staticmethod
+    def run_cancelled(run_id: str, at: float) -> Statement:
+        # ``unwound = 0``: the body has yet to observe its cancellation (see migration 2).
+        return (
+            f"UPDATE runs SET status = 'cancelled', completed_at = ?, unwound = 0 WHERE run_id = ? AND {_UNFINISHED}",
+            (at, run_id),
+        )
 
-    async def _run(self, group: _Group) -> None:
-        """Execute one group; a failure of the statement itself becomes _StatementFailed."""
-        writer = self._writer
-        assert writer is not None
-        try:
-            if len(group.rows) == 1:
-                await writer.execute(group.sql, group.rows[0])
-            else:
-                await writer.executemany(group.sql, group.rows)
-        except sqlite3.OperationalError as exc:
-            if _is_database_fault(exc):
-                raise
-            raise _StatementFailed() from exc
-        except Exception as exc:  # a constraint, or a parameter sqlite3 cannot bind
-            raise _StatementFailed() from exc
+    @staticmethod
+    def run_unwound(run_id: str) -> Statement:
+        return ("UPDATE runs SET unwound = 1 WHERE run_id = ?", (run_id,))
 
-    # -- reads ----------------------------------------------------------------
+    @staticmethod
+    def run_ended(run_id: str, status: str, output: bytes | None, error: str | None, at: float) -> Statement:
+        return (
+            f"UPDATE runs SET status = ?, output = ?, error = ?, completed_at = ? WHERE run_id = ? AND {_UNFINISHED}",
+            (status, output, error, at, run_id),
+        )
+
+    # -- statements: operations -------------------------------------------------
+
+    @staticmethod
+    def step_completed(run_id: str, seq: int, name: str, result: bytes, attempt: int, started: float, ended: float) -> Statement:
+        return (_INSERT_OP, (run_id, seq, "step", name, "completed", result, attempt, started, ended, None))
+
+    @staticmethod
+    def step_failed(run_id: str, seq: int, name: str, info: bytes, attempt: int, started: float, ended: float) -> Statement:
+        return (_INSERT_OP, (run_id, seq, "step", name, "failed", info, attempt, started, ended, None))
+
+    @staticmethod
+    def attempt_failed(
+        run_id: str, seq: int, name: str, attempt: int, started: float, ended: float, error: str, retry_at: float | None
+    ) -> Statement:
+        return (_INSERT_ATTEMPT, (run_id, seq, name, attempt, started, ended, error, retry_at))
+
+    @staticmethod
+    def sleep_started(run_id: str, seq: int, name: str, started: float, wake_at: float) -> Statement:
+        return (_INSERT_OP, (run_id, seq, "sleep", name, "waiting", None, None, started, None, wake_at))
+
+    @staticmethod
+    def chunk(run_id: str, namespace: str, index: int, seq: int, part: int, data: bytes, at: float) -> Statement:
+        return (
+            "INSERT INTO chunks (run_id, namespace, idx, seq, part, data, written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, namespace, index, seq, part, data, at),
+        )
+
+    @staticmethod
+    def stream_closed(run_id: str, namespace: str, at: float) -> Statement:
+        return ("INSERT OR IGNORE INTO closed_streams (run_id, namespace, closed_at) VALUES (?, ?, ?)", (run_id, namespace, at))
+
+    # -- reads --------------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         reader = self._reader
@@ -341,6 +168,122 @@ class Journal:
         rows = await reader.execute_fetchall(sql, params)
         return [tuple(row) for row in rows]
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def run_row(self, run_id: str) -> tuple[Any, ...] | None:
+        """``RUN_COLUMNS`` of one run."""
+        return await self._fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+
+    async def run_status(self, run_id: str) -> str | None:
+        row = await self._fetchone("SELECT status FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None else str(row[0])
+
+    async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, str | None] | None:
+        """Status, output and error of one run."""
+        row = await self._fetchone("SELECT status, output, error FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None else (str(row[0]), None if row[1] is None else bytes(row[1]), row[2])
+
+    async def list_runs(self, status: str | None, limit: int) -> list[tuple[Any, ...]]:
+        """``RUN_COLUMNS`` of the newest runs, optionally of one status."""
+        if status is None:
+            return await self.fetchall(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return await self.fetchall(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT ?", (status, limit)
+        )
+
+    async def runs_to_resume(self, run_ids: list[str] | None) -> tuple[list[StoredRun], dict[str, Replay]]:
+        """Unfinished runs (all, or those of ``run_ids``) in start order, with their journals."""
+        where = _TO_RESUME
+        params: tuple[Any, ...] = ()
+        if run_ids is not None:
+            where += f" AND r.run_id IN ({', '.join('?' * len(run_ids))})"
+            params = tuple(run_ids)
+        rows = await self.fetchall(
+            f"SELECT r.run_id, r.workflow_name, r.input, r.status FROM runs r WHERE {where} ORDER BY r.created_at", params
+        )
+        runs = [StoredRun(run_id, name, bytes(data), status) for run_id, name, data, status in rows]
+        replays = {run.run_id: Replay() for run in runs}
+        if runs:
+            await self._load_ops(where, params, replays)
+            await self._load_retries(where, params, replays)
+            await self._load_chunks(where, params, replays)
+            for run_id, ns in await self.fetchall(
+                f"SELECT c.run_id, c.namespace FROM closed_streams c JOIN runs r ON r.run_id = c.run_id WHERE {where}", params
+            ):
+                replays[run_id].closed.add(ns)
+        return runs, replays
+
+    async def _load_ops(self, where: str, params: tuple[Any, ...], replays: dict[str, Replay]) -> None:
+        for run_id, seq, kind, name, state, result, wake_at in await self.fetchall(
+            "SELECT o.run_id, o.seq, o.kind, o.name, o.state, o.result, o.wake_at"
+            f" FROM ops o JOIN runs r ON r.run_id = o.run_id WHERE {where}",
+            params,
+        ):
+            replays[run_id].ops[seq] = Recorded(kind, name, state, None if result is None else bytes(result), wake_at)
+
+    async def _load_retries(self, where: str, params: tuple[Any, ...], replays: dict[str, Replay]) -> None:
+        for run_id, seq, name, failed, retry_at in await self.fetchall(
+            "SELECT a.run_id, a.seq, a.name, COUNT(*), MAX(a.retry_at)"
+            f" FROM attempts a JOIN runs r ON r.run_id = a.run_id WHERE {where} GROUP BY a.run_id, a.seq",
+            params,
+        ):
+            ops = replays[run_id].ops
+            if seq not in ops:  # a step between two attempts
+                ops[seq] = Recorded("step", name, "retrying", failed_attempts=failed, retry_at=retry_at)
+
+    async def _load_chunks(self, where: str, params: tuple[Any, ...], replays: dict[str, Replay]) -> None:
+        for run_id, ns, seq, part, idx in await self.fetchall(
+            f"SELECT c.run_id, c.namespace, c.seq, c.part, c.idx FROM chunks c JOIN runs r ON r.run_id = c.run_id WHERE {where}",
+            params,
+        ):
+            replay = replays[run_id]
+            replay.chunk_next[ns] = max(replay.chunk_next.get(ns, 0), idx + 1)
+            if part < 0:  # a write of the workflow body: an operation of its own
+                replay.ops[seq] = Recorded("write", ns, "completed")
+            else:  # the part-th write of the step at seq
+                replay.step_parts[seq] = max(replay.step_parts.get(seq, 0), part + 1)
+
+    # -- reads: streams -------------------------------------------------------------
+
+    async def chunks_from(self, run_id: str, namespace: str, start: int, limit: int) -> list[tuple[int, bytes]]:
+        rows = await self.fetchall(
+            "SELECT idx, data FROM chunks WHERE run_id = ? AND namespace = ? AND idx >= ? ORDER BY idx LIMIT ?",
+            (run_id, namespace, start, limit),
+        )
+        return [(int(idx), bytes(data)) for idx, data in rows]
+
+    async def stream_length(self, run_id: str, namespace: str) -> int:
+        row = await self._fetchone(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM chunks WHERE run_id = ? AND namespace = ?", (run_id, namespace)
+        )
+        return int(row[0]) if row else 0
+
+    async def stream_is_closed(self, run_id: str, namespace: str) -> tuple[str | None, bool]:
+        """The run's status (``None`` if unknown) and whether the stream was closed explicitly."""
+        row = await self._fetchone(
+            "SELECT (SELECT status FROM runs WHERE run_id = ?),"
+            " EXISTS (SELECT 1 FROM closed_streams WHERE run_id = ? AND namespace = ?)",
+            (run_id, run_id, namespace),
+        )
+        if row is None or row[0] is None:
+            return None, False
+        return str(row[0]), bool(row[1])
+
+    # -- reads: timeline ------------------------------------------------------------
+
+    async def operations(self, run_id: str) -> list[tuple[Any, ...]]:
+        """``seq, kind, name, state, attempt, started_at, completed_at, wake_at`` per operation, by seq."""
+        return await self.fetchall(
+            "SELECT seq, kind, name, state, attempt, started_at, completed_at, wake_at FROM ops WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+
+    async def failed_attempts(self, run_id: str) -> list[tuple[Any, ...]]:
+        """``seq, name, attempt, started_at, ended_at, error, retry_at`` per failed attempt."""
+        return await self.fetchall(
+            "SELECT seq, name, attempt, started_at, ended_at, error, retry_at FROM attempts"
+            " WHERE run_id = ? ORDER BY seq, attempt",
+            (run_id,),
+        )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from ._serde import loads, to_datetime
 
 
 class RunStatus(StrEnum):
@@ -20,9 +23,6 @@ class RunStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
-
-
-UNFINISHED = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +62,12 @@ class OperationInfo:
     completed_at: datetime | None
     wake_at: datetime | None
     attempts: list[AttemptInfo]
+
+
+def run_info(row: Sequence[Any]) -> RunInfo:
+    """A ``RunInfo`` from the journal's run columns."""
+    run_id, name, status, created, started, completed, error, input_data = row
+    args, kwargs = loads(input_data)
+    created_at = to_datetime(created)
+    assert created_at is not None
+    return RunInfo(run_id, name, RunStatus(status), created_at, to_datetime(started), to_datetime(completed), error, args, kwargs)

@@ -1,24 +1,33 @@
-"""The ``@workflow`` and ``@step`` decorators and the registry of workflows by name."""
+"""The ``@workflow`` and ``@step`` decorators and catalogs of workflows by name.
+
+A catalog maps names to workflow functions. Each engine resolves the names in
+its journal through its own catalog: the one built from ``Engine(workflows=...)``,
+or else ``DECORATED``, which every ``@workflow`` adds to once, when its module is
+imported. A name taken by a different function is refused at registration.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._context import current_run, current_step
+from ._errors import DuplicateWorkflow
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_MAX_RETRIES = 3
 
-_workflows: dict[str, WorkflowFunction[Any, Any]] = {}
-
 
 def _default_name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _origin(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
@@ -76,7 +85,7 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
 
     def register(f: Callable[P, Coroutine[Any, Any, R]]) -> WorkflowFunction[P, R]:
         wf = WorkflowFunction(f, name or _default_name(f))
-        _workflows[wf.name] = wf
+        DECORATED.add(wf)
         return wf
 
     return register(fn) if fn is not None else register
@@ -97,5 +106,29 @@ def step(fn: Any = None, /, *, name: str | None = None, max_retries: int = DEFAU
     return wrap(fn) if fn is not None else wrap
 
 
-def lookup_workflow(name: str) -> WorkflowFunction[Any, Any] | None:
-    return _workflows.get(name)
+class WorkflowCatalog:
+    """Workflow functions by name; a name taken by another function is refused."""
+
+    def __init__(self, workflows: Iterable[WorkflowFunction[Any, Any]] = ()) -> None:
+        self._by_name: dict[str, WorkflowFunction[Any, Any]] = {}
+        for wf in workflows:
+            self.add(wf)
+
+    def add(self, wf: WorkflowFunction[Any, Any]) -> None:
+        """Register ``wf``; the same function defined again (same module and qualname) replaces itself."""
+        if not isinstance(wf, WorkflowFunction):
+            raise TypeError(f"workflows must be functions decorated with @workflow, got {wf!r}")
+        known = self._by_name.get(wf.name)
+        if known is not None and known is not wf and _origin(known.fn) != _origin(wf.fn):
+            raise DuplicateWorkflow(wf.name, _origin(known.fn), _origin(wf.fn))
+        self._by_name[wf.name] = wf
+
+    def get(self, name: str) -> WorkflowFunction[Any, Any] | None:
+        return self._by_name.get(name)
+
+    def __contains__(self, wf: object) -> bool:
+        return isinstance(wf, WorkflowFunction) and self._by_name.get(wf.name) is wf
+
+
+#: Every decorated workflow, added once at import: what an engine runs without ``workflows=``.
+DECORATED = WorkflowCatalog()

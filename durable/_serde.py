@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,28 +43,38 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 Duration = str | int | float | timedelta
 
 
+_INVALID = "Invalid duration {!r}: expected a string like '1s', seconds or a timedelta"
+
+
+def _seconds_in_text(value: str) -> float:
+    match = _DURATION.match(value)
+    unit = match.group(2).lower() if match else ""
+    if match is None or (unit and unit not in _UNITS):
+        raise ValueError(
+            f"Invalid duration {value!r}: expected a number and a unit such as '500ms', '1s', '5m', '2h' or '7 days'"
+        )
+    return float(match.group(1)) * (_UNITS[unit] if unit else 0.001)
+
+
+def _seconds_in(value: Duration) -> float:
+    if isinstance(value, bool):
+        raise ValueError(_INVALID.format(value))
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return _seconds_in_text(value)
+    raise ValueError(_INVALID.format(value))
+
+
 def parse_duration(value: Duration) -> float:
     """Seconds in ``value``: "500ms", "1s", "5m", "2h", "7 days", a timedelta, or seconds.
 
     A bare number in a string counts milliseconds, as in the ``ms`` package.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"Invalid duration {value!r}: expected a string like '1s', seconds or a timedelta")
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        unit = match.group(2).lower() if match else ""
-        if match is None or (unit and unit not in _UNITS):
-            raise ValueError(
-                f"Invalid duration {value!r}: expected a number and a unit such as '500ms', '1s', '5m', '2h' or '7 days'"
-            )
-        seconds = float(match.group(1)) * (_UNITS[unit] if unit else 0.001)
-    else:
-        raise ValueError(f"Invalid duration {value!r}: expected a string like '1s', seconds or a timedelta")
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+    seconds = _seconds_in(value)
+    if not math.isfinite(seconds):
         raise ValueError(f"Invalid duration {value!r}: must be finite")
     if seconds < 0:
         raise ValueError(f"Invalid duration {value!r}: must not be negative")

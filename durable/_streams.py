@@ -34,6 +34,13 @@ class StreamChunk:
         return loads(self.data)
 
 
+@dataclass(slots=True)
+class _Cursor:
+    """The index of the next chunk a reader yields."""
+
+    next: int
+
+
 class _Subscriber:
     __slots__ = ("closed", "items", "limit", "overflowed", "waiter")
 
@@ -125,20 +132,7 @@ class StreamHub:
             del self._subscribers[run_id]
 
     async def _stored(self, run_id: str, namespace: str, start: int) -> list[StreamChunk]:
-        rows = await self._journal.fetchall(
-            "SELECT idx, data FROM chunks WHERE run_id = ? AND namespace = ? AND idx >= ? ORDER BY idx LIMIT ?",
-            (run_id, namespace, start, PAGE),
-        )
-        return [StreamChunk(idx, bytes(data)) for idx, data in rows]
-
-    async def _resolve_start(self, run_id: str, namespace: str, start_index: int) -> int:
-        if start_index >= 0:
-            return start_index
-        row = await self._journal.fetchone(
-            "SELECT COALESCE(MAX(idx) + 1, 0) FROM chunks WHERE run_id = ? AND namespace = ?", (run_id, namespace)
-        )
-        count = int(row[0]) if row else 0
-        return max(0, count + start_index)
+        return [StreamChunk(idx, data) for idx, data in await self._journal.chunks_from(run_id, namespace, start, PAGE)]
 
     async def read(
         self, run_id: str, namespace: str, start_index: int, is_closed: ClosedCheck
@@ -146,36 +140,47 @@ class StreamHub:
         """Chunks from ``start_index`` until the stream closes: stored first, then live."""
         sub = self._subscribe(run_id, namespace)
         try:
-            nxt = await self._resolve_start(run_id, namespace, start_index)
+            if start_index < 0:  # counts from the end
+                start_index = max(0, await self._journal.stream_length(run_id, namespace) + start_index)
+            cursor = _Cursor(start_index)
             while True:
-                # Catch up from the database. Anything committed after this read is
-                # also in the queue, since we subscribed before reading. A stream seen
-                # closed before the read is complete in the database: read it to the end.
+                # Subscribed before reading: anything committed after this read is also
+                # in the queue. A stream seen closed before the read is complete in the
+                # database: read it to the end, then stop.
                 sub.overflowed = False
                 sub.items.clear()
                 closed = sub.closed or await is_closed()
-                while True:
-                    page = await self._stored(run_id, namespace, nxt)
-                    for chunk in page:
-                        yield chunk
-                        nxt = chunk.index + 1
-                    if len(page) < PAGE:
-                        break
+                async for chunk in self._catch_up(run_id, namespace, cursor):
+                    yield chunk
                 if closed:
                     return
-                behind = False
-                while not behind:
-                    await sub.wait()
-                    while sub.items:
-                        chunk = sub.items.popleft()
-                        if chunk.index < nxt:
-                            continue
-                        if chunk.index > nxt:
-                            behind = True
-                            break
-                        yield chunk
-                        nxt += 1
-                    if sub.overflowed or (sub.closed and not sub.items):
-                        behind = True
+                async for chunk in self._follow(sub, cursor):
+                    yield chunk
         finally:
             self._unsubscribe(run_id, namespace, sub)
+
+    async def _catch_up(self, run_id: str, namespace: str, cursor: _Cursor) -> AsyncGenerator[StreamChunk, None]:
+        """The stored chunks from the cursor on, page by page."""
+        while True:
+            page = await self._stored(run_id, namespace, cursor.next)
+            for chunk in page:
+                yield chunk
+                cursor.next = chunk.index + 1
+            if len(page) < PAGE:
+                return
+
+    @staticmethod
+    async def _follow(sub: _Subscriber, cursor: _Cursor) -> AsyncGenerator[StreamChunk, None]:
+        """Live chunks in order, until the queue overflowed, skipped ahead or closed."""
+        while True:
+            await sub.wait()
+            while sub.items:
+                chunk = sub.items.popleft()
+                if chunk.index < cursor.next:
+                    continue  # already read from the database
+                if chunk.index > cursor.next:
+                    return  # a gap: catch up from the database
+                yield chunk
+                cursor.next += 1
+            if sub.overflowed or sub.closed:
+                return

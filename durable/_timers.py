@@ -67,19 +67,21 @@ class TimerQueue:
             self._handle.cancel()
             self._handle = None
             self._armed_for = None
-        line, heap = self._line, self._heap
-        while line and line[0][1].done():
-            line.popleft()  # cancelled waits leave lazily
-        while heap and heap[0][2].done():
-            heapq.heappop(heap)
-        if line and heap:
-            wake_at = min(line[0][0], heap[0][0])
-        elif line or heap:
-            wake_at = line[0][0] if line else heap[0][0]
-        else:
+        wake_at = self._earliest()
+        if wake_at is None:
             return
         self._armed_for = wake_at
         self._handle = loop.call_at(loop.time() + max(0.0, wake_at - time.time()), self._fire, loop)
+
+    def _earliest(self) -> float | None:
+        """The earliest wake time of a wait still pending (ended waits leave the heads lazily)."""
+        line, heap = self._line, self._heap
+        while line and line[0][1].done():
+            line.popleft()
+        while heap and heap[0][2].done():
+            heapq.heappop(heap)
+        heads = [entry[0] for entry in (line[0] if line else None, heap[0] if heap else None) if entry is not None]
+        return min(heads) if heads else None
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._handle = None

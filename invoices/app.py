@@ -18,7 +18,7 @@ from .security import add_security_headers, host_guard, is_loopback_bind, origin
 from .sse import SseHub
 from .static import static_routes
 from .store import InvoiceStore
-from .workflow import bind_store
+from .workflow import generate_invoices
 
 __all__ = ["DEFAULT_STATIC_DIR", "create_app"]
 
@@ -58,18 +58,17 @@ def create_app(
 
     @asynccontextmanager
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
-        engine = Engine(db_path)
+        engine = Engine(db_path, workflows=[generate_invoices])
         store = InvoiceStore(engine)
-        # Bound before the engine opens: opening resumes unfinished runs.
-        with bind_store(store):
-            async with engine:
-                await store.create_schema()
-                app[engine_key] = engine
-                app[store_key] = store
-                try:
-                    yield
-                finally:
-                    await hub.close()
+        engine.resources = store  # before opening: opening resumes unfinished runs
+        async with engine:
+            await store.create_schema()
+            app[engine_key] = engine
+            app[store_key] = store
+            try:
+                yield
+            finally:
+                await hub.close()
 
     async def end_streams(app: web.Application) -> None:
         await hub.close()

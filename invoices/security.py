@@ -69,18 +69,23 @@ def is_loopback_bind(host: str) -> bool:
     return _is_loopback_name(host.strip().lower().strip("[]"))
 
 
+def _is_bracketed_loopback(value: str) -> bool:
+    """``[::1]`` or ``[::1]:3000``: brackets only hold IPv6."""
+    end = value.find("]")
+    if end == -1:
+        return False
+    name, rest = value[1:end], value[end + 1 :]
+    if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        return False
+    return _is_loopback_name(name) and ":" in name
+
+
 @functools.lru_cache(maxsize=256)  # a server sees a handful of distinct Host values
 def is_loopback_host(value: str) -> bool:
     """Whether a ``Host`` header value names a loopback host, with or without a port."""
     value = value.strip().lower()
     if value.startswith("["):
-        end = value.find("]")
-        if end == -1:
-            return False
-        name, rest = value[1:end], value[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
-            return False
-        return _is_loopback_name(name) and ":" in name  # brackets only hold IPv6
+        return _is_bracketed_loopback(value)
     name, sep, port = value.rpartition(":")
     if not sep:
         name = port

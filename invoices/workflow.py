@@ -1,27 +1,20 @@
 """The invoice batch workflow and its one step.
 
-Binding the store: a step's arguments go through the journal, so they must be
-JSON values; a step cannot be handed the store (or the engine) as an argument.
-Workflows and steps are registered process-wide by their decorators, so the
-store they write to is bound process-wide too: the app binds it with
-``bind_store`` before it opens the engine (which resumes unfinished runs) and
-unbinds it after the engine closed. The step looks the store up when it
-executes; with none bound it raises ``RuntimeError`` (retried, then
-``StepFailed``) and issues nothing. Bindings stack, so apps opened one after
-another in a process (tests) each see their own store.
+The step reaches the invoice store through the engine that runs it
+(``durable.get_resources(InvoiceStore)``): the app creates its engine with
+``resources=store``, so two apps in one process each write to their own file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from durable import (
     NonDeterminismError,
     RunCancelled,
+    get_resources,
     get_workflow_metadata,
     get_writable,
     parse_duration,
@@ -33,7 +26,7 @@ from durable import (
 from .pricing import invoice_id_for, price_invoice
 from .store import InvoiceStore
 
-__all__ = ["WORKFLOW_NAME", "bind_store", "bound_store", "generate_invoices", "is_terminal_event", "issue_invoice"]
+__all__ = ["WORKFLOW_NAME", "generate_invoices", "is_terminal_event", "issue_invoice"]
 
 WORKFLOW_NAME = "invoices.batch"
 
@@ -48,26 +41,6 @@ WORKFLOW_NAME = "invoices.batch"
 #: would, a few milliseconds of work at this pace. With a delay: one invoice
 #: at a time, the sleep between two.
 ZERO_DELAY_WINDOW = 8
-
-_stores: list[InvoiceStore] = []
-
-
-@contextmanager
-def bind_store(store: InvoiceStore) -> Iterator[InvoiceStore]:
-    """Make ``store`` the one ``issue_invoice`` writes to, for the duration of the block."""
-    _stores.append(store)
-    try:
-        yield store
-    finally:
-        _stores.remove(store)
-
-
-def bound_store() -> InvoiceStore:
-    """The store bound by the running app; ``RuntimeError`` when none is."""
-    if not _stores:
-        raise RuntimeError("no invoice store is bound: start the app (invoices.create_app) first")
-    return _stores[-1]
-
 
 # The batch's last event names how it ended; "type" is always its first key.
 _TERMINAL_PREFIXES = tuple(b'{"type":"%s"' % kind for kind in (b"complete", b"cancelled", b"error"))
@@ -97,7 +70,7 @@ async def issue_invoice(run_id: str, account_id: str, n: int, total: int) -> dic
     step's writes are stored at most once, so a re-execution after a crash
     does not repeat it.
     """
-    store = bound_store()
+    store = get_resources(InvoiceStore)
     draft = price_invoice(account_id, n)
     progress = {
         "type": "progress",
@@ -164,7 +137,7 @@ async def generate_invoices(account_id: str, total: int, delay: str) -> dict[str
         # journal, so the replayed count can be short. No invoice of this run can be
         # issued any more, and this event is journaled once, so the read is final.
         with contextlib.suppress(Exception):
-            issued = max(issued, await bound_store().count_for_run(run_id))
+            issued = max(issued, await get_resources(InvoiceStore).count_for_run(run_id))
         await out.write(
             _event(
                 "cancelled",

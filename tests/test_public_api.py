@@ -21,6 +21,8 @@ def test_public_surface_is_pinned() -> None:
     assert durable.__all__ == [
         "AttemptInfo",
         "CannotCancel",
+        "DatabaseLocked",
+        "DuplicateWorkflow",
         "DurableError",
         "Engine",
         "EngineClosed",
@@ -41,6 +43,7 @@ def test_public_surface_is_pinned() -> None:
         "StreamWriter",
         "WorkflowFunction",
         "WorkflowMetadata",
+        "get_resources",
         "get_step_metadata",
         "get_workflow_metadata",
         "get_writable",

@@ -1,0 +1,80 @@
+"""The journal's schema: an ordered list of migrations, applied at open."""
+
+from __future__ import annotations
+
+# Ordered: index i brings the schema from version i to i + 1. Never edit a released entry.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        run_id        TEXT PRIMARY KEY,
+        workflow_name TEXT NOT NULL,
+        input         BLOB NOT NULL,
+        status        TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        started_at    REAL,
+        completed_at  REAL,
+        output        BLOB,
+        error         TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX runs_unfinished ON runs (status) WHERE status IN ('pending', 'running');
+    CREATE INDEX runs_by_created ON runs (created_at);
+    CREATE INDEX runs_by_status_created ON runs (status, created_at);
+
+    -- One row per durable operation of a workflow body: a step's outcome or a sleep.
+    CREATE TABLE ops (
+        run_id       TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        result       BLOB,
+        attempt      INTEGER,
+        started_at   REAL NOT NULL,
+        completed_at REAL,
+        wake_at      REAL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+
+    -- Failed step attempts, each with the durable time of its retry.
+    CREATE TABLE attempts (
+        run_id     TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        name       TEXT NOT NULL,
+        attempt    INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at   REAL NOT NULL,
+        error      TEXT NOT NULL,
+        retry_at   REAL,
+        PRIMARY KEY (run_id, seq, attempt)
+    ) WITHOUT ROWID;
+
+    -- Stream chunks. A body write is keyed by its seq (part = -1); a step's n-th write
+    -- by (the step's seq, n), so a re-executed step cannot store it twice.
+    CREATE TABLE chunks (
+        run_id     TEXT NOT NULL,
+        namespace  TEXT NOT NULL,
+        idx        INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        part       INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        written_at REAL NOT NULL,
+        PRIMARY KEY (run_id, namespace, idx)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX chunks_origin ON chunks (run_id, seq, part);
+
+    CREATE TABLE closed_streams (
+        run_id    TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        closed_at REAL NOT NULL,
+        PRIMARY KEY (run_id, namespace)
+    ) WITHOUT ROWID;
+    """,
+    # A cancelled run's body still has to observe its cancellation (and may write a
+    # last chunk); until it has, the run is resumed at open like an unfinished one.
+    """
+    ALTER TABLE runs ADD COLUMN unwound INTEGER NOT NULL DEFAULT 1;
+    DROP INDEX runs_unfinished;
+    CREATE INDEX runs_to_resume ON runs (created_at)
+        WHERE status IN ('pending', 'running') OR (status = 'cancelled' AND unwound = 0);
+    """,
+]

@@ -1,0 +1,156 @@
+"""One step call of a run: its attempts, their journal records, its retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._context import StepMetadata, StepScope, current_step
+from ._errors import FatalError, RetryableError, RunCancelled, StepFailed
+from ._replay import Recorded
+from ._serde import dumps, loads, parse_duration
+
+if TYPE_CHECKING:
+    from ._registry import StepFunction
+    from ._runtime import RunContext
+
+BACKOFF_BASE_S = 1.0
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one execution of the step function gave."""
+
+    number: int
+    started: float
+    ended: float
+    result: bytes | None  # the stored value, when it succeeded
+    failure: BaseException | None
+
+
+def retry_delay(failure: BaseException, attempt: int) -> float:
+    """Seconds before the next attempt: ``retry_after`` when the step gave one, else exponential."""
+    if isinstance(failure, RetryableError) and failure.retry_after is not None:
+        try:
+            return parse_duration(failure.retry_after)
+        except ValueError:
+            pass
+    return float(BACKOFF_BASE_S * 2 ** (attempt - 1))
+
+
+class StepCall:
+    """Executes one step of a run until it succeeds, fails for good, or the run is cancelled.
+
+    The outcome goes to ``future`` (what the workflow awaits) only after the journal
+    holds it, so a result the body sees is never lost by a crash.
+    """
+
+    def __init__(
+        self,
+        run: RunContext,
+        step: StepFunction[Any, Any],
+        seq: int,
+        payload: bytes,
+        future: asyncio.Future[Any],
+        recorded: Recorded | None,
+    ) -> None:
+        self.run = run
+        self.step = step
+        self.seq = seq
+        self.payload = payload
+        self.future = future
+        self.next_attempt = (recorded.failed_attempts if recorded else 0) + 1
+        self.retry_at = recorded.retry_at if recorded else None
+        self.step_id = f"{run.run_id}:{seq}"
+
+    async def execute(self) -> None:
+        try:
+            while not await self._attempt_and_record():
+                pass
+        except RunCancelled as exc:
+            self._settle_error(exc)
+        except asyncio.CancelledError:
+            self._abandoned()
+            raise
+        except Exception as exc:  # the journal could not be written: the run is faulted
+            self._settle_error(exc)
+
+    async def _attempt_and_record(self) -> bool:
+        """One attempt after its retry wait; whether the step is settled."""
+        if self.retry_at is not None:
+            await self.run.wait_until(self.retry_at)
+        self.run.check_not_cancelled()
+        attempt = await self._attempt()
+        if attempt.failure is None:
+            await self._record_success(attempt)
+            return True
+        return await self._record_failure(attempt, attempt.failure)
+
+    async def _attempt(self) -> _Attempt:
+        args, kwargs = loads(self.payload)
+        number = self.next_attempt
+        scope = StepScope(self.run, self.seq, StepMetadata(self.step_id, number, self.step.name))
+        token = current_step.set(scope)
+        started = time.time()
+        try:
+            value = await self.step.fn(*args, **kwargs)
+        except Exception as exc:
+            return _Attempt(number, started, time.time(), None, exc)
+        finally:
+            current_step.reset(token)
+        try:
+            data = dumps(value)
+        except TypeError as exc:
+            failure = FatalError(f"step {self.step.name} returned a value that cannot be stored: {exc}")
+            return _Attempt(number, started, time.time(), None, failure)
+        return _Attempt(number, started, time.time(), data, None)
+
+    async def _record_success(self, attempt: _Attempt) -> None:
+        run, data = self.run, attempt.result
+        assert data is not None
+        journal = run.host.journal
+        await run.commit(
+            [journal.step_completed(run.run_id, self.seq, self.step.name, data, attempt.number, attempt.started, attempt.ended)]
+        )
+        run.step_parts.pop(self.seq, None)
+        if not self.future.done():
+            self.future.set_result(loads(data))
+
+    async def _record_failure(self, attempt: _Attempt, failure: BaseException) -> bool:
+        """Journal a failed attempt (and the step's failure when it was the last); whether it was."""
+        run, name = self.run, self.step.name
+        journal = run.host.journal
+        etype, message = type(failure).__name__, str(failure)
+        final = isinstance(failure, FatalError) or attempt.number > self.step.max_retries
+        self.retry_at = None if final else attempt.ended + retry_delay(failure, attempt.number)
+        error = f"{etype}: {message}"
+        statements = [
+            journal.attempt_failed(
+                run.run_id, self.seq, name, attempt.number, attempt.started, attempt.ended, error, self.retry_at
+            )
+        ]
+        if final:
+            info = dumps({"step": name, "type": etype, "message": message})
+            statements.append(
+                journal.step_failed(run.run_id, self.seq, name, info, attempt.number, attempt.started, attempt.ended)
+            )
+        await run.commit(statements)
+        if final:
+            self._settle_error(StepFailed(name, etype, message))
+        self.next_attempt = attempt.number + 1
+        return final
+
+    def _settle_error(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def _abandoned(self) -> None:
+        """The task was cancelled: by cancel() out of patience, by a fault, or by close()."""
+        if self.future.done():
+            return
+        if self.run.is_cancelling:
+            self.future.set_exception(RunCancelled(self.run.run_id))
+        else:
+            self.future.cancel()

@@ -1,0 +1,317 @@
+"""The runs of one engine: which are in memory, how they stop, resume and are cancelled.
+
+``RunSupervisor`` is the ``RunHost`` of every ``RunContext`` and what a ``Run``
+handle talks to. It owns the in-memory runs, the callers waiting for outcomes,
+and the resumption of runs stopped by a fault of the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ._errors import CannotCancel, EngineClosed, RunNotFound
+from ._journal import Journal
+from ._models import RunStatus
+from ._phase import Phase
+from ._registry import WorkflowCatalog
+from ._replay import Replay, StoredRun
+from ._runtime import Outcome, RunContext
+from ._streams import DEFAULT_NAMESPACE, StreamChunk, StreamHub
+from ._timers import TimerQueue
+
+log = logging.getLogger("durable")
+
+FAULT_RETRY_MAX_S = 30.0
+
+
+class _FaultRecovery:
+    """Runs stopped by a failed write, resumed with backoff once writes may succeed."""
+
+    def __init__(self) -> None:
+        self.retries: dict[str, asyncio.TimerHandle] = {}
+        self.backoff: dict[str, float] = {}
+        # Step tasks of a faulted run, cancelled but maybe not finished: a resume or a
+        # cancel waits for them, so two executions of one step never overlap.
+        self.leftovers: dict[str, list[asyncio.Task[None]]] = {}
+        self.resumes: set[asyncio.Task[None]] = set()
+
+    def unfinished_steps(self, run_id: str) -> list[asyncio.Task[None]]:
+        return [task for task in self.leftovers.get(run_id, ()) if not task.done()]
+
+    def next_delay(self, run_id: str) -> float:
+        delay = min(FAULT_RETRY_MAX_S, self.backoff.get(run_id, 0.5) * 2)
+        self.backoff[run_id] = delay
+        return delay
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [*self.resumes, *(task for left in self.leftovers.values() for task in left)]
+
+    def stop(self) -> None:
+        for handle in self.retries.values():
+            handle.cancel()
+        self.retries.clear()
+
+
+class RunSupervisor:
+    """Owns the runs in memory of one engine."""
+
+    def __init__(
+        self, journal: Journal, timers: TimerQueue, hub: StreamHub, catalog: WorkflowCatalog, cancel_grace: float
+    ) -> None:
+        self.journal = journal
+        self.timers = timers
+        self.hub = hub
+        self.catalog = catalog
+        self.resources: Any = None
+        self.cancel_grace = cancel_grace
+        self.open = False
+        self.active: dict[str, RunContext] = {}
+        self._waiters: dict[str, list[asyncio.Future[Outcome | None]]] = {}
+        self._faults = _FaultRecovery()
+        # Runs cancelled while no context held them: a resume registers them as cancelled.
+        self._cancelled_inactive: set[str] = set()
+
+    # -- RunHost --------------------------------------------------------------
+
+    def run_stopped(self, run: RunContext) -> None:
+        run_id = run.run_id
+        if self.active.get(run_id) is run:
+            del self.active[run_id]
+        if run.phase is Phase.ENDED:
+            if self._faults.backoff:
+                self._faults.backoff.pop(run_id, None)
+            if self._waiters:
+                self._notify(run_id, run.outcome)
+
+    def run_faulted(self, run: RunContext, exc: BaseException) -> None:
+        left = [task for task in run.steps if not task.done()]
+        if left:
+            self._faults.leftovers[run.run_id] = left
+        self._schedule_resume(run.run_id, exc)
+
+    # -- starting and stopping ------------------------------------------------------
+
+    def launch(self, run: RunContext) -> None:
+        self.active[run.run_id] = run
+        run.start()
+
+    async def resume(self, run_ids: list[str] | None) -> None:
+        """Load unfinished runs (all, or the given ones) from the journal and start them."""
+        runs, replays = await self.journal.runs_to_resume(run_ids)
+        self._check_open()
+        for stored in runs:
+            if stored.run_id not in self.active:
+                self._resume_one(stored, replays[stored.run_id])
+
+    def _resume_one(self, stored: StoredRun, replay: Replay) -> None:
+        wf = self.catalog.get(stored.workflow_name)
+        if wf is None:
+            log.warning(
+                "run %s: workflow %r is not registered; it stays %s until a process that registers it opens the journal",
+                stored.run_id,
+                stored.workflow_name,
+                stored.status,
+            )
+            return
+        run = RunContext(self, stored.run_id, wf, stored.input_data, RunStatus(stored.status), replay)
+        if stored.run_id in self._cancelled_inactive or run.status is RunStatus.CANCELLED:
+            # Cancelled while out of memory, or before its body saw it: it unwinds now.
+            self._cancelled_inactive.discard(stored.run_id)
+            run.request_cancel()
+        self.launch(run)
+
+    async def close(self) -> None:
+        """Stop every run where it is; they resume at the next open."""
+        self.open = False
+        self._faults.stop()
+        tasks = [task for run in list(self.active.values()) for task in run.detach()]
+        tasks += self._faults.tasks()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self.active.clear()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(EngineClosed("The engine was closed while waiting for a result."))
+        self._waiters.clear()
+
+    def _check_open(self) -> None:
+        if not self.open:
+            raise EngineClosed(
+                "The engine is not open: use 'async with Engine(path)' or await engine.open(), and not after close()."
+            )
+
+    # -- faults ---------------------------------------------------------------------
+
+    def _schedule_resume(self, run_id: str, exc: BaseException) -> None:
+        if not self.open:
+            return
+        delay = self._faults.next_delay(run_id)
+        log.warning("run %s stopped: the journal could not be written (%s); resuming in %.1f s", run_id, exc, delay)
+        self._faults.retries[run_id] = asyncio.get_running_loop().call_later(delay, self._retry_faulted, run_id)
+
+    def _retry_faulted(self, run_id: str) -> None:
+        self._faults.retries.pop(run_id, None)
+        if self.open and run_id not in self.active:
+            task = asyncio.get_running_loop().create_task(self._resume_after_fault(run_id))
+            self._faults.resumes.add(task)
+            task.add_done_callback(self._faults.resumes.discard)
+
+    async def _resume_after_fault(self, run_id: str) -> None:
+        left = self._faults.leftovers.pop(run_id, [])
+        if left:
+            await asyncio.wait(left)
+        try:
+            await self.resume([run_id])
+        except Exception as exc:  # still failing: try again later
+            self._schedule_resume(run_id, exc)
+
+    # -- status and outcome -----------------------------------------------------------
+
+    async def status(self, run_id: str) -> RunStatus:
+        run = self.active.get(run_id)
+        if run is not None:
+            return run.status
+        self._check_open()
+        status = await self.journal.run_status(run_id)
+        if status is None:
+            raise RunNotFound(run_id)
+        return RunStatus(status)
+
+    async def run_row(self, run_id: str) -> tuple[Any, ...]:
+        self._check_open()
+        row = await self.journal.run_row(run_id)
+        if row is None:
+            raise RunNotFound(run_id)
+        return row
+
+    def _notify(self, run_id: str, outcome: Outcome | None) -> None:
+        for waiter in self._waiters.pop(run_id, []):
+            if not waiter.done():
+                waiter.set_result(outcome)
+
+    async def outcome(self, run_id: str, timeout: float | None) -> Outcome:
+        """The run's final status, output and error, once it has stopped."""
+        # Registered before looking: a run that ends meanwhile still notifies this waiter.
+        waiter: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, []).append(waiter)
+        try:
+            if run_id not in self.active:
+                stored = await self._stored_outcome(run_id)
+                if stored[0].is_terminal:
+                    return stored  # not in memory and over: the journal holds the outcome
+            # In memory, or unfinished and out of memory (faulted, to be resumed).
+            outcome = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        finally:
+            self._forget_waiter(run_id, waiter)
+        return outcome if outcome is not None else await self._stored_outcome(run_id)
+
+    async def _stored_outcome(self, run_id: str) -> Outcome:
+        self._check_open()
+        row = await self.journal.run_outcome(run_id)
+        if row is None:
+            raise RunNotFound(run_id)
+        return RunStatus(row[0]), row[1], row[2]
+
+    def _forget_waiter(self, run_id: str, waiter: asyncio.Future[Outcome | None]) -> None:
+        waiters = self._waiters.get(run_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[run_id]
+
+    # -- cancellation -------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> RunStatus:
+        """Cancel the run; the previous status, once the workflow has stopped."""
+        self._check_open()
+        while True:
+            run = self.active.get(run_id)
+            if run is not None and run.phase in (Phase.ACTIVE, Phase.CANCELLING):
+                return await self._cancel_active(run)
+            if run is not None:  # ending, or faulted and unwinding: let it stop, then look again
+                await run.wait_stopped()
+                continue
+            previous = await self._cancel_inactive(run_id)
+            if previous is not None:
+                return previous
+
+    async def _cancel_active(self, run: RunContext) -> RunStatus:
+        previous = run.status
+        if previous in (RunStatus.COMPLETED, RunStatus.FAILED):
+            raise CannotCancel(run.run_id, previous.value)
+        if run.phase is Phase.CANCELLING:
+            await self._await_stop(run)
+            return RunStatus.CANCELLED
+        run.request_cancel()
+        await run.commit([self.journal.run_cancelled(run.run_id, time.time())])
+        await self._await_stop(run)
+        return previous
+
+    async def _cancel_inactive(self, run_id: str) -> RunStatus | None:
+        """Cancel a run no context holds; ``None`` when the caller must look again."""
+        previous = await self.status(run_id)
+        if previous in (RunStatus.COMPLETED, RunStatus.FAILED):
+            raise CannotCancel(run_id, previous.value)
+        if run_id in self.active:
+            return None  # a resume registered it meanwhile
+        leftovers = self._faults.unfinished_steps(run_id)
+        if leftovers:  # steps of a faulted execution: let them stop first
+            await asyncio.wait(leftovers)
+            return None
+        if previous is RunStatus.CANCELLED:
+            return previous
+        # From here on a resume that read the run before this commit still registers
+        # it as cancelled: the set is checked when it registers.
+        self._cancelled_inactive.add(run_id)
+        try:
+            await self.journal.commit(
+                [self.journal.run_cancelled(run_id, time.time())],
+                lambda: self._notify(run_id, (RunStatus.CANCELLED, None, None)),
+            )
+        except BaseException:
+            self._cancelled_inactive.discard(run_id)
+            raise
+        return previous
+
+    async def _await_stop(self, run: RunContext) -> None:
+        """Let in-flight steps finish (bounded), then the workflow unwind; then end its streams."""
+        await self._let_steps_finish(run)
+        drive = run.task
+        if drive is not None and not drive.done():
+            done, _ = await asyncio.wait({drive}, timeout=self.cancel_grace)
+            if not done:
+                drive.cancel()  # the body outlived its grace: it unwinds as cancelled
+            with contextlib.suppress(BaseException):
+                await drive
+        run.never_started()
+
+    async def _let_steps_finish(self, run: RunContext) -> None:
+        if not run.steps:
+            return
+        _, late = await asyncio.wait(set(run.steps), timeout=self.cancel_grace)
+        if late:
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=1.0)  # a step must not complete after we return
+
+    # -- streams ---------------------------------------------------------------------
+
+    async def _stream_is_closed(self, run_id: str, namespace: str) -> bool:
+        run = self.active.get(run_id)
+        if run is not None:
+            return run.stream_closed(namespace)
+        status, closed = await self.journal.stream_is_closed(run_id, namespace)
+        return status is None or closed or RunStatus(status).is_terminal
+
+    def read(self, run_id: str, start_index: int, namespace: str | None) -> AsyncGenerator[StreamChunk, None]:
+        ns = DEFAULT_NAMESPACE if namespace is None else namespace
+        return self.hub.read(run_id, ns, start_index, lambda: self._stream_is_closed(run_id, ns))

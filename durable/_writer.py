@@ -1,0 +1,289 @@
+"""Group commit: one writer connection on a thread of its own, one transaction per batch.
+
+Writes submitted while a commit is in flight wait in a queue and share the next
+commit. A whole batch (BEGIN, every statement, COMMIT) is one call to the writer
+thread, so a commit costs one hop between the event loop and SQLite, however
+many statements it holds. Outcomes are reported on the loop: ``on_commit`` or
+``on_failure`` of each write, then its future, in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import EngineClosed
+
+log = logging.getLogger("durable.journal")
+
+Statement = tuple[str, Sequence[Any]]
+
+# Primary result codes (the low byte of an extended code) that mean the database as a
+# whole refused, rather than one statement failing on its own merits (a constraint).
+_DATABASE_FAULT_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY
+        9,  # SQLITE_INTERRUPT
+        10,  # SQLITE_IOERR
+        11,  # SQLITE_CORRUPT
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+        26,  # SQLITE_NOTADB
+    }
+)
+
+RESOLVE_SLICE = 256  # committed writes acknowledged per loop step
+
+OnCommit = Callable[[], None]
+OnFailure = Callable[[BaseException], None]
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database refused as a whole (locked, read-only, full, I/O)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and (code & 0xFF) in _DATABASE_FAULT_CODES
+
+
+@dataclass(slots=True)
+class _Write:
+    statements: list[Statement]
+    future: asyncio.Future[None] | None
+    on_commit: OnCommit | None = None
+    on_failure: OnFailure | None = None
+
+
+@dataclass(slots=True)
+class _Group:
+    """Consecutive statements with the same SQL: one ``executemany``."""
+
+    sql: str
+    rows: list[Sequence[Any]] = field(default_factory=list)
+
+
+def _groups(writes: Sequence[_Write]) -> list[_Group]:
+    groups: list[_Group] = []
+    for write in writes:
+        for sql, params in write.statements:
+            if not groups or groups[-1].sql != sql:
+                groups.append(_Group(sql))
+            groups[-1].rows.append(params)
+    return groups
+
+
+class _StatementFailed(Exception):
+    """One statement failed on its own merits; the sqlite3 error is its cause."""
+
+
+def connect(path: Path, synchronous: str, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection with the journal's pragmas (autocommit: transactions are explicit)."""
+    if read_only:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        if not read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+        for pragma in (f"PRAGMA synchronous={synchronous}", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"):
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _Connection:
+    """The writer's sqlite3 connection; every method runs on the writer thread."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def commit_batch(self, writes: Sequence[_Write]) -> list[BaseException | None]:
+        """Commit the batch as one transaction; if one statement fails, each write on its own.
+
+        Returns one outcome per write: ``None`` when committed, else its error.
+        """
+        try:
+            self._transaction(_groups(writes))
+            return [None] * len(writes)
+        except _StatementFailed:
+            pass
+        outcomes: list[BaseException | None] = []
+        for write in writes:
+            try:
+                self._transaction(_groups([write]))
+                outcomes.append(None)
+            except _StatementFailed as exc:
+                outcomes.append(exc.__cause__ or exc)
+            except sqlite3.Error as exc:  # the database refused meanwhile: this write and the rest fail
+                outcomes.append(exc)
+        return outcomes
+
+    def _transaction(self, groups: list[_Group]) -> None:
+        conn = self.conn
+        if len(groups) == 1 and len(groups[0].rows) == 1:
+            self._execute(groups[0])  # one statement is atomic on its own in autocommit mode
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for group in groups:
+                self._execute(group)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _execute(self, group: _Group) -> None:
+        try:
+            if len(group.rows) == 1:
+                self.conn.execute(group.sql, group.rows[0])
+            else:
+                self.conn.executemany(group.sql, group.rows)
+        except sqlite3.Error as exc:
+            if is_database_fault(exc):
+                raise
+            raise _StatementFailed() from exc
+        except (ValueError, TypeError, OverflowError) as exc:  # a parameter sqlite3 cannot bind
+            raise _StatementFailed() from exc
+
+
+class GroupCommitWriter:
+    """Owns the writer thread, its connection and the task that feeds it batches."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._connection: _Connection | None = None
+        self._queue: list[_Write] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.commits = 0
+
+    async def open(self, migrate: Callable[[sqlite3.Connection], None]) -> None:
+        """Connect on the writer thread, run ``migrate`` there, then accept writes."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="durable-writer")
+        try:
+            conn = await self._call(connect, self._path, self._synchronous)
+            self._connection = _Connection(conn)
+            await self._call(migrate, conn)
+        except BaseException:
+            await self._close_connection()
+            raise
+        self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="durable-journal-writer")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def close(self) -> None:
+        """Commit what was submitted, then close the connection and the thread. Idempotent."""
+        self._closing = True
+        if self._task is not None:
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_connection()
+
+    async def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._call(connection.conn.close)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    # -- submitting -------------------------------------------------------------
+
+    def commit(
+        self, statements: list[Statement], on_commit: OnCommit | None = None, on_failure: OnFailure | None = None
+    ) -> asyncio.Future[None]:
+        """Queue statements that commit atomically; the future resolves after COMMIT.
+
+        ``on_commit`` runs right after the commit, before the future resolves;
+        ``on_failure`` runs with the error if the statements could not be committed,
+        and the future's error then counts as handled.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Write(statements, future, on_commit, on_failure))
+        return future
+
+    def commit_then(self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure) -> None:
+        """``commit`` for writes nothing awaits: the callbacks tell the outcome (no future to resolve)."""
+        self._enqueue(_Write(statements, None, on_commit, on_failure))
+
+    def _enqueue(self, write: _Write) -> None:
+        if self._task is None or self._task.done() or self._closing:
+            raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
+        self._queue.append(write)
+        self._wake.set()
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while self._queue or not self._closing:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._queue = self._queue, []
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        connection = self._connection
+        assert connection is not None
+        try:
+            outcomes: list[BaseException | None] = await self._call(connection.commit_batch, batch)
+        except Exception as exc:  # the database as a whole refused: locked, read-only, full
+            # The writer outlives any error: every later write depends on it.
+            outcomes = [exc] * len(batch)
+        if any(outcome is None for outcome in outcomes):
+            self.commits += 1
+        for start in range(0, len(batch), RESOLVE_SLICE):
+            if start:
+                # A big batch's callbacks (runs ending, sleeps arming) are not urgent:
+                # let due timers and the runs they wake go between slices.
+                await asyncio.sleep(0)
+            for write, outcome in zip(batch[start : start + RESOLVE_SLICE], outcomes[start : start + RESOLVE_SLICE], strict=True):
+                if outcome is None:
+                    _acknowledge(write)
+                else:
+                    _refuse(write, outcome)
+
+
+def _acknowledge(write: _Write) -> None:
+    if write.on_commit is not None:
+        try:
+            write.on_commit()
+        except Exception:
+            log.exception("post-commit callback failed")
+    future = write.future
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _refuse(write: _Write, exc: BaseException) -> None:
+    if write.on_failure is not None:
+        try:
+            write.on_failure(exc)
+        except Exception:
+            log.exception("commit-failure callback failed")
+    future = write.future
+    if future is not None and not future.done():
+        future.set_exception(exc)
+        if write.on_failure is not None:
+            future.exception()  # handled by ``on_failure``: no "never retrieved" log
