@@ -18,7 +18,7 @@ from ._errors import (
 )
 from ._gc import tune_gc
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
-from ._operations import StreamWriter, get_resources, get_writable, sleep
+from ._operations import StreamWriter, get_resources, get_writable, now, sleep
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
@@ -52,6 +52,7 @@ __all__ = [
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
+    "now",
     "parse_duration",
     "sleep",
     "step",

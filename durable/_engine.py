@@ -195,7 +195,9 @@ class Run:
             return loads(output) if output is not None else None
         if status is RunStatus.CANCELLED:
             raise RunCancelled(self.run_id)
-        raise RunFailed(self.run_id, error or "unknown error")
+        if error is None:
+            raise RunFailed(self.run_id, "unknown error")
+        raise RunFailed(self.run_id, error.summary, error.error_type, error.message, error.stack)
 
     async def readable(self, start_index: int = 0, namespace: str | None = None) -> AsyncGenerator[Any, None]:
         """The stream's values from ``start_index`` (negative counts from the end) until it closes."""

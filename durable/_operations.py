@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
 from ._context import current_run, current_step
@@ -46,6 +46,19 @@ def get_writable(namespace: str | None = None) -> StreamWriter:
     if run is None:
         raise RuntimeError("get_writable() must be called inside a workflow or one of its steps")
     return StreamWriter(run, DEFAULT_NAMESPACE if namespace is None else namespace)
+
+
+def now() -> datetime:
+    """The current time, deterministic in a workflow body.
+
+    In a body it is the run's clock: its start time, then the completion time of
+    each result the body received, so a replay sees the same values. In a step or
+    outside a workflow it is the wall clock (UTC).
+    """
+    run = current_run.get()
+    if run is None or current_step.get() is not None:
+        return datetime.now(UTC)
+    return run.now()
 
 
 @overload

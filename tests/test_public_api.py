@@ -47,6 +47,7 @@ def test_public_surface_is_pinned() -> None:
         "get_step_metadata",
         "get_workflow_metadata",
         "get_writable",
+        "now",
         "parse_duration",
         "sleep",
         "step",
