@@ -101,6 +101,7 @@ class RunContext:
         # The run's deterministic clock: its start, then the completion time of each
         # result the body got (the same values live and on replay).
         self.clock = started_at
+        self.first_started = started_at
         self._order = ReplayOrder(replay.delivery_order(time.time())) if replay.ops else None
         self.outcome: Outcome | None = None
         self.fault: BaseException | None = None
@@ -119,7 +120,8 @@ class RunContext:
 
     @property
     def started_at(self) -> datetime | None:
-        return None if self.clock is None else datetime.fromtimestamp(self.clock, UTC)
+        """When the run first started: the same on every replay."""
+        return None if self.first_started is None else datetime.fromtimestamp(self.first_started, UTC)
 
     def now(self) -> datetime:
         """The run's deterministic clock (see ``durable.now``)."""
@@ -226,7 +228,7 @@ class RunContext:
             if self.phase is Phase.ACTIVE and self.status is RunStatus.PENDING:
                 started = time.time()
                 await self.commit([self.host.journal.run_started(self.run_id, started)])
-                self.clock = started
+                self.clock = self.first_started = started
                 if self.phase is Phase.ACTIVE:
                     self.status = RunStatus.RUNNING
             # A cancelled run runs too: journaled operations replay as recorded and the
