@@ -49,8 +49,9 @@ import enum
 import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from types import NoneType
 from typing import Any, Final, TypeVar, cast, overload
 from uuid import UUID
@@ -95,7 +96,8 @@ class _Unstorable(Exception):
 
     def message(self, where: str) -> str:
         path = where + "".join(reversed(self.segments))
-        return f"cannot store {self.cls.__qualname__} at {path}: {self.reason}"
+        name = self.cls.__qualname__.rpartition("<locals>.")[2]
+        return f"cannot store {name} at {path}: {self.reason}"
 
 
 # ---- public API --------------------------------------------------------------------------
@@ -107,23 +109,41 @@ def encode(value: Any, where: str = "value") -> bytes:
     ``where`` names the value in errors: ``encode(x, where="args")`` raises
     ``TypeError: cannot store socket at args[0]["items"][3]: ...``.
     """
-    if value is None:
-        return b"null"  # what most steps return; orjson's buffer is a cost here
     kind = type(value)
+    if kind is dict:
+        if MARK in value:
+            return _encode_tagged(value, where)
+        items: Iterable[Any] = value.values()
+    elif kind is list:
+        items = value
+    elif value is None:
+        return b"null"  # what most steps return; orjson's buffer is a cost here
+    else:
+        items = (value,)
     try:
-        if kind is dict:
-            if MARK not in value and _plain_items(value.values()):
-                return _dumps(value)
-        elif kind is list:
-            if _plain_items(value):
-                return _dumps(value)
-        elif kind in _LEAVES or (kind is float and value - value == 0.0):
+        # most values are one level of scalars: seen here, without the call into the walk
+        for item in items:
+            if type(item) not in _LEAVES:
+                plain = _plain_items(items)  # nested values or floats: the walk, from the start
+                break
+        else:
+            plain = True
+        if plain:
             return _dumps(value)
     except (orjson.JSONEncodeError, RecursionError):
-        pass  # an int beyond 64 bits, or too deep for orjson: the walk below tags it or says why
-    if kind is bytes:
+        pass  # an int beyond 64 bits, or too deep for orjson: the walk tags it or says why
+    return _encode_tagged(value, where)
+
+
+def _encode_tagged(value: Any, where: str) -> bytes:
+    if type(value) is bytes:
         return _BYTES_HEAD + base64.b64encode(value) + _BYTES_TAIL
-    return _dumps_tree(_root(value, where), where)
+    try:
+        return _dumps(_tree(value))
+    except _Unstorable as exc:
+        raise TypeError(exc.message(where)) from None
+    except (RecursionError, orjson.JSONEncodeError):  # the tree holds only JSON types: it is too deep
+        raise TypeError(_too_deep(value, where)) from None
 
 
 def decode(data: bytes | bytearray | memoryview | str) -> Any:
@@ -148,19 +168,28 @@ def encode_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
     Errors name ``args[i]...`` or ``kwargs["name"]...``; ``decode_call`` reads it back.
     """
     try:
-        if _plain_items(args) and type(kwargs) is dict and MARK not in kwargs and _plain_items(kwargs.values()):
-            return _dumps((args, kwargs))  # orjson writes the tuple as a list, as the journal always had it
+        for arg in args:
+            if type(arg) not in _LEAVES and not _plain_items((arg,)):
+                break
+        else:
+            if not kwargs or (type(kwargs) is dict and MARK not in kwargs and _plain_items(kwargs.values())):
+                return _dumps((args, kwargs))  # orjson writes the tuple as a list, as the journal always had it
     except (orjson.JSONEncodeError, RecursionError):
         pass
-    return _dumps_tree([_root(list(args), "args"), _root(kwargs, "kwargs")], "args")
+    tree = [_root(list(args), "args"), _root(kwargs, "kwargs")]
+    try:
+        return _dumps(tree)
+    except orjson.JSONEncodeError:
+        raise TypeError(_too_deep(args, "args")) from None
 
 
 def decode_call(data: bytes | bytearray | memoryview | str) -> tuple[list[Any], dict[str, Any]]:
     """The ``(args, kwargs)`` that ``encode_call`` stored."""
-    call = decode(data)
-    if type(call) is not list or len(call) != 2 or type(call[0]) is not list or type(call[1]) is not dict:
+    call = _loads(data) if type(data) is bytes and data.find(_MARK_BYTES) < 0 else decode(data)
+    if type(call) is not list or len(call) != 2:
         raise ValueError(f"stored call is not [args, kwargs] but {type(call).__qualname__}")
-    return call[0], call[1]
+    args, kwargs = call
+    return args, kwargs
 
 
 def is_plain_json(value: Any) -> bool:
@@ -262,16 +291,12 @@ def _root(value: Any, where: str) -> Any:
     except _Unstorable as exc:
         raise TypeError(exc.message(where)) from None
     except RecursionError:
-        raise TypeError(
-            f"cannot store {type(value).__qualname__} at {where}: it is nested too deeply or contains itself"
-        ) from None
+        raise TypeError(_too_deep(value, where)) from None
 
 
-def _dumps_tree(tree: Any, where: str) -> bytes:
-    try:
-        return _dumps(tree)
-    except orjson.JSONEncodeError:  # the tree holds only JSON types, so: deeper than orjson's 255 levels
-        raise TypeError(f"cannot store the value at {where}: it is nested more than 255 levels deep") from None
+def _too_deep(value: Any, where: str) -> str:
+    reason = "it is nested too deeply (orjson stops at 255 levels) or contains itself"
+    return f"cannot store {type(value).__qualname__} at {where}: {reason}"
 
 
 def _tagged(tag: str, payload: Any) -> dict[str, Any]:
@@ -305,6 +330,10 @@ def _float_tree(value: float) -> Any:
 def _list_tree(value: Sequence[Any]) -> list[Any]:
     out = []
     for index, item in enumerate(value):
+        kind = type(item)
+        if kind is str or kind is bool or item is None or (kind is int and _INT_MIN <= item <= _INT_MAX):
+            out.append(item)
+            continue
         try:
             out.append(_tree(item))
         except _Unstorable as exc:
@@ -318,18 +347,29 @@ def _key_label(key: Any) -> str:
 
 
 def _dict_tree(value: dict[Any, Any]) -> Any:
-    if MARK in value or not all(type(key) is str for key in value):
-        return _tagged(
-            "dict", [[_within(".keys()", _tree, key), _within(_key_label(key), _tree, item)] for key, item in value.items()]
-        )
+    if MARK in value:
+        return _pairs_tree(value)
     out = {}
     for key, item in value.items():
+        if type(key) is not str:
+            return _pairs_tree(value)
+        kind = type(item)
+        if kind is str or kind is bool or item is None or (kind is int and _INT_MIN <= item <= _INT_MAX):
+            out[key] = item
+            continue
         try:
             out[key] = _tree(item)
         except _Unstorable as exc:
             exc.segments.append(_key_label(key))
             raise
     return out
+
+
+def _pairs_tree(value: dict[Any, Any]) -> Any:
+    """A dict that JSON cannot key as it is (keys not all str, or a "$durable" key) as ``[[key, value], ...]``."""
+    return _tagged(
+        "dict", [[_within(".keys()", _tree, key), _within(_key_label(key), _tree, item)] for key, item in value.items()]
+    )
 
 
 def _elements(value: set[Any] | frozenset[Any]) -> list[Any]:
@@ -344,18 +384,22 @@ def _moment_tree(tag: str, value: datetime | time) -> Any:
     """An ISO string when it says everything about ``value``, else ``[naive_iso, fold, tzinfo]``."""
     zone = value.tzinfo
     if value.fold == 0 or value.utcoffset() != value.replace(fold=0).utcoffset():
-        if zone is None or (type(zone) is timezone and zone.tzname(None) == timezone(zone.utcoffset(None)).tzname(None)):
-            return _tagged(tag, value.isoformat())
+        if zone is None or zone is UTC or (type(zone) is timezone and _unnamed(zone)):
+            return {MARK: tag, "v": value.isoformat()}
         if type(zone) is ZoneInfo and zone.key:
-            return _tagged(tag, f"{value.isoformat()}[{zone.key}]")
+            return {MARK: tag, "v": f"{value.isoformat()}[{zone.key}]"}
     naive = value.replace(tzinfo=None, fold=0).isoformat()
     return _tagged(tag, [naive, value.fold, _within(".tzinfo", _tree, zone)])
 
 
+def _unnamed(zone: timezone) -> bool:
+    """Whether ``zone`` has the name its offset gives it, the one an ISO offset string comes back with."""
+    return zone.tzname(None) == timezone(zone.utcoffset(None)).tzname(None)
+
+
 def _timezone_tree(value: timezone) -> Any:
     offset = value.utcoffset(None) // timedelta(microseconds=1)
-    name = value.tzname(None)
-    return _tagged("timezone", [offset, None if name == timezone(value.utcoffset(None)).tzname(None) else name])
+    return _tagged("timezone", [offset, None if _unnamed(value) else value.tzname(None)])
 
 
 def _zoneinfo_tree(value: ZoneInfo) -> Any:
@@ -368,22 +412,39 @@ def _b64(value: bytes | bytearray) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
+# orjson writes a naive or UTC datetime, a date and a UUID exactly as their isoformat() and
+# str() would (a test holds it to that), several times faster: such payloads stay objects in
+# the tree for the final orjson.dumps to write.
+
+
+def _datetime_tree(value: datetime) -> Any:
+    if value.fold == 0 and (value.tzinfo is None or value.tzinfo is UTC):
+        return {MARK: "datetime", "v": value}
+    return _moment_tree("datetime", value)
+
+
+def _time_tree(value: time) -> Any:
+    if value.fold == 0 and value.tzinfo is None:
+        return {MARK: "time", "v": value.isoformat()}  # not orjson: 3.13 writes 10000 us as ".10000"
+    return _moment_tree("time", value)
+
+
 _ENCODERS: Final[dict[type, Callable[[Any], Any]]] = {
     int: _int_tree,
     float: _float_tree,
     dict: _dict_tree,
     list: _list_tree,
-    tuple: lambda v: _tagged("tuple", _list_tree(v)),
+    tuple: lambda v: {MARK: "tuple", "v": _list_tree(v)},
     set: lambda v: _tagged("set", _elements(v)),
     frozenset: lambda v: _tagged("frozenset", _elements(v)),
     bytes: lambda v: _tagged("bytes", _b64(v)),
     bytearray: lambda v: _tagged("bytearray", _b64(v)),
-    datetime: lambda v: _moment_tree("datetime", v),
-    time: lambda v: _moment_tree("time", v),
-    date: lambda v: _tagged("date", v.isoformat()),
+    datetime: _datetime_tree,
+    time: _time_tree,
+    date: lambda v: {MARK: "date", "v": v},
     timedelta: lambda v: _tagged("timedelta", [v.days, v.seconds, v.microseconds]),
-    Decimal: lambda v: _tagged("decimal", str(v)),
-    UUID: lambda v: _tagged("uuid", str(v)),
+    Decimal: lambda v: {MARK: "decimal", "v": str(v)},
+    UUID: lambda v: {MARK: "uuid", "v": v},
     timezone: _timezone_tree,
     ZoneInfo: _zoneinfo_tree,
 }
@@ -439,15 +500,28 @@ def _lookup(module: Any, qualname: str) -> Any:
 def _untag(node: Any) -> Any:
     """``node`` (a freshly loaded dict or list) with its tagged objects replaced, in place."""
     if type(node) is list:
-        for index, item in enumerate(node):
-            if type(item) is dict or type(item) is list:
-                node[index] = _untag(item)
-        return node
-    if MARK in node:
-        return _from_tag(node)
+        return _untag_list(node)
+    return _from_tag(node) if MARK in node else _untag_dict(node)
+
+
+def _untag_list(node: list[Any]) -> list[Any]:
+    for index, item in enumerate(node):
+        kind = type(item)
+        if kind is dict:
+            node[index] = _from_tag(item) if MARK in item else _untag_dict(item)
+        elif kind is list:
+            node[index] = _untag_list(item)
+    return node
+
+
+def _untag_dict(node: dict[str, Any]) -> Any:
+    """``node``'s values untagged; ``node`` itself is not a tag (its caller looked)."""
     for key, item in node.items():
-        if type(item) is dict or type(item) is list:
-            node[key] = _untag(item)
+        kind = type(item)
+        if kind is dict:
+            node[key] = _from_tag(item) if MARK in item else _untag_dict(item)
+        elif kind is list:
+            node[key] = _untag_list(item)
     return node
 
 
@@ -500,8 +574,8 @@ _DECODERS: Final[dict[str, Callable[[Any], Any]]] = {
     "decimal": Decimal,
     "uuid": UUID,
     "date": date.fromisoformat,
-    "datetime": lambda v: _moment_from(datetime, v),
-    "time": lambda v: _moment_from(time, v),
+    "datetime": partial(_moment_from, datetime),
+    "time": partial(_moment_from, time),
     "timedelta": lambda v: timedelta(*v),
     "timezone": _timezone_from,
     "zoneinfo": ZoneInfo,
