@@ -37,6 +37,9 @@ imports the module and builds only Enums, dataclasses (state restored field by f
 ``__init__`` and ``__post_init__`` not called; missing fields take their defaults) and
 registered classes. Nothing is pickled.
 
+Only the journal's own bytes should be decoded: a tag names a module to import. A plain dict
+with a ``"$durable"`` key, stored before this module, now reads as a (malformed) tag.
+
 A bytes stream chunk is the tagged bytes value; ``encode`` and ``decode`` take a short path
 for it so that a large chunk is not copied through a JSON string.
 """
