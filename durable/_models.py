@@ -9,7 +9,8 @@ from enum import StrEnum
 from typing import Any
 
 from ._failures import ErrorInfo
-from ._serde import loads, to_datetime
+from ._serde import to_datetime
+from ._values import decode_call
 
 
 class RunStatus(StrEnum):
@@ -72,7 +73,7 @@ class OperationInfo:
 def run_info(row: Sequence[Any]) -> RunInfo:
     """A ``RunInfo`` from the journal's run columns."""
     run_id, name, status, created, started, completed, error, input_data, error_data = row
-    args, kwargs = loads(input_data)
+    args, kwargs = decode_call(input_data)
     created_at = to_datetime(created)
     assert created_at is not None
     info = ErrorInfo.stored(error, error_data)

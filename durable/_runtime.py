@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from ._context import current_run, current_step
 from ._errors import NonDeterminismError, RunCancelled, StepFailed
 from ._failures import ErrorInfo
@@ -24,10 +26,11 @@ from ._models import RunStatus
 from ._order import ReplayOrder
 from ._phase import Phase, check_move
 from ._replay import Recorded, Replay
-from ._serde import Duration, dumps, loads, wake_time
+from ._serde import Duration, wake_time
 from ._steps import StepCall
 from ._streams import StreamChunk, StreamHub
 from ._timers import TimerQueue
+from ._values import decode, decode_call, encode, encode_call
 
 if TYPE_CHECKING:
     from ._registry import StepFunction, WorkflowFunction
@@ -98,6 +101,7 @@ class RunContext:
         self.closed_here: set[str] = set()  # closed by this execution: writing to them is an error
         self.closed_committed = replay.closed  # closed in the journal: their readers end
         self.next_seq = 0
+        self.passed_steps: dict[str, StepFunction[Any, Any]] = {}  # steps passed as values, by name
         # The run's deterministic clock: its start, then the completion time of each
         # result the body got (the same values live and on replay).
         self.clock = started_at
@@ -233,9 +237,9 @@ class RunContext:
                     self.status = RunStatus.RUNNING
             # A cancelled run runs too: journaled operations replay as recorded and the
             # first new one raises RunCancelled, so the body always sees its cancellation.
-            args, kwargs = loads(self.input_data)
+            args, kwargs = decode_call(self.input_data)
             value = await self.workflow.fn(*args, **kwargs)
-            return RunStatus.COMPLETED, dumps(value), None
+            return RunStatus.COMPLETED, encode(value, where="the workflow's result"), None
         except RunCancelled:
             return RunStatus.CANCELLED, None, None
         except Exception as exc:
@@ -312,17 +316,17 @@ class RunContext:
     # -- steps ----------------------------------------------------------------
 
     def call_step(self, step: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-        payload = dumps([args, kwargs])
+        payload = encode_call(args, kwargs)
         seq, rec = self._claim("step", step.name)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if rec is not None and rec.abandoned:
             pass  # live, the body gave up on it (a timeout): it never gets it on replay either
         elif rec is not None and rec.state == "completed":
-            value = loads(rec.result or b"null")
+            value = decode(rec.result or b"null")
             self._deliver_recorded(seq, rec, lambda: _settle(future, value))
         elif rec is not None and rec.state == "failed":
-            info = loads(rec.result or b"{}")
+            info = orjson.loads(rec.result or b"{}")
             error = StepFailed(info["step"], info["type"], info["message"], info.get("stack", ""))
             self._deliver_recorded(seq, rec, lambda: _settle_error(future, error))
         else:
@@ -431,7 +435,7 @@ class RunContext:
     # -- streams --------------------------------------------------------------
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
-        data = dumps(value)
+        data = encode(value, where="chunk")
         if self.phase is Phase.ENDED:
             raise RuntimeError(f"Workflow run {self.run_id} has ended: its streams are closed")
         if namespace in self.closed_here:

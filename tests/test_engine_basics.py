@@ -159,8 +159,12 @@ async def test_steps_outside_workflows_are_plain_calls() -> None:
 
 
 async def test_unserializable_workflow_input_writes_nothing(engine: Engine, sql: sqlite3.Connection) -> None:
-    with pytest.raises(TypeError, match="not JSON-serializable"):
+    with pytest.raises(TypeError) as caught:
         await engine.start(doubler, object())  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "cannot store object at args[0]: not a JSON type, dataclass, Enum or registered class"
+        " (register it with durable.register_type)"
+    )
     assert sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
 
 

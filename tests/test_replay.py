@@ -167,13 +167,18 @@ async def values() -> dict[str, Any]:
 
 
 async def test_pass_by_value_live_and_on_replay(db_path: Path) -> None:
-    expected = {"receipt": {"order": "o-1", "cents": 1250}, "pair": [1, "x"], "mine": [1, 2], "length": 3}
+    # Types survive the journal: a dataclass stays a dataclass, a tuple a tuple.
+    expected = {"receipt": Receipt("o-1", 1250), "pair": (1, "x"), "mine": [1, 2], "length": 3}
     async with Engine(db_path) as engine:
         run = await engine.start(values)
-        assert await run.result(timeout=5) == expected
+        live = await run.result(timeout=5)
+    assert live == expected
+    assert (type(live["receipt"]), type(live["pair"])) == (Receipt, tuple)
     make_unfinished(db_path, run.run_id)
     async with Engine(db_path) as engine:
-        assert await engine.get_run(run.run_id).result(timeout=5) == expected
+        replayed = await engine.get_run(run.run_id).result(timeout=5)
+    assert replayed == expected
+    assert (type(replayed["receipt"]), type(replayed["pair"])) == (Receipt, tuple)
 
 
 @step
@@ -193,7 +198,10 @@ async def bad_argument() -> str:
 async def test_unserializable_step_argument_raises_at_the_call_before_writing(engine: Engine, sql: sqlite3.Connection) -> None:
     run = await engine.start(bad_argument)
     result = await run.result(timeout=5)
-    assert result.startswith("TypeError: Value is not JSON-serializable")
+    assert result == (
+        "TypeError: cannot store object at args[0]: not a JSON type, dataclass, Enum or registered class"
+        " (register it with durable.register_type)"
+    )
     assert sql.execute("SELECT COUNT(*) FROM ops WHERE run_id = ?", (run.run_id,)).fetchone() == (0,)
 
 
