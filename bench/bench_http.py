@@ -194,9 +194,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         process, base = await start_server(Path(tmp) / "bench.db")
         try:
             timeout = aiohttp.ClientTimeout(total=120)
-            async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100), timeout=timeout
-            ) as http:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), timeout=timeout) as http:
                 batch = await bench_batch(http, base, args.batch_total)
                 rps, errors = await bench_starts(http, base, args.start_requests, args.start_clients)
                 await wait_idle(http, base, 60)

@@ -109,9 +109,7 @@ class Soak:
         """Add duplicates and missing invoices of a finished batch; True when it is exact."""
         expected = set(expected_ids(account, total))
         numbers = progress_numbers(events)
-        duplicates = (
-            (len(ids) - len(set(ids))) + (len(sql_ids) - len(set(sql_ids))) + (len(numbers) - len(set(numbers)))
-        )
+        duplicates = (len(ids) - len(set(ids))) + (len(sql_ids) - len(set(sql_ids))) + (len(numbers) - len(set(numbers)))
         missing = len(expected - set(ids)) + len(expected - set(sql_ids))
         self.figures["duplicates"] += duplicates
         self.figures["missing"] += missing

@@ -288,9 +288,7 @@ def stored_invoices(db: Path, run_id: str | None = None) -> list[tuple[str, int]
         if run_id is None:
             rows = conn.execute("SELECT invoice_id, n FROM invoices ORDER BY invoice_id").fetchall()
         else:
-            rows = conn.execute(
-                "SELECT invoice_id, n FROM invoices WHERE run_id = ? ORDER BY invoice_id", (run_id,)
-            ).fetchall()
+            rows = conn.execute("SELECT invoice_id, n FROM invoices WHERE run_id = ? ORDER BY invoice_id", (run_id,)).fetchall()
     finally:
         conn.close()
     return [(str(invoice_id), int(n)) for invoice_id, n in rows]

@@ -97,9 +97,7 @@ def assert_batch_stored_once(db: Path, run_id: str, account_id: str, count: int)
     assert [i for i, c in Counter(ids).items() if c > 1] == []
     assert sorted(ids) == expected_ids(account_id, count)
     assert sorted(n for _, n in rows) == list(range(1, count + 1))
-    assert sql_rows(db, "SELECT COUNT(*), COUNT(DISTINCT n) FROM run_invoices WHERE run_id = ?", (run_id,)) == [
-        (count, count)
-    ]
+    assert sql_rows(db, "SELECT COUNT(*), COUNT(DISTINCT n) FROM run_invoices WHERE run_id = ?", (run_id,)) == [(count, count)]
 
 
 def assert_stream_of_completed_batch(events: list[Event], total: int) -> None:
