@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import (
     CannotCancel,

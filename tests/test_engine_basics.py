@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import (
     Engine,

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from harness import SseEvent, sse_events, sse_lines, stored_invoices
 
 from durable import RunStatus
 from invoices import create_app
@@ -55,10 +56,10 @@ class Api:
         run_id: str = (await response.json())["runId"]
         return run_id
 
-    async def events(self, run_id: str, **kwargs: Any) -> list[tuple[int, dict[str, Any]]]:
+    async def events(self, run_id: str, **kwargs: Any) -> list[SseEvent]:
         response = await self.client.get(f"/api/stream/{run_id}", **kwargs)
         assert response.status == 200, await response.text()
-        return [(event.id, event.data) async for event in sse_events(response)]
+        return [event async for event in sse_events(response)]
 
     async def status(self, run_id: str) -> dict[str, Any]:
         response = await self.client.get("/api/status", params={"runId": run_id})
@@ -110,38 +111,6 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
     assert [status for status in statuses if status >= 500 and status != 503] == []
 
 
-@dataclass
-class Event:
-    id: int
-    data: dict[str, Any]
-
-
-async def sse_lines(response: ClientResponse) -> AsyncIterator[str]:
-    while True:
-        line = await response.content.readline()
-        if not line:
-            return
-        yield line.decode("utf-8").rstrip("\n")
-
-
-async def sse_events(response: ClientResponse, comments: list[str] | None = None) -> AsyncIterator[Event]:
-    """Parse an event stream: fields until a blank line, comments start with ':'."""
-    fields: dict[str, list[str]] = {}
-    async for line in sse_lines(response):
-        if line == "":
-            if fields:
-                assert set(fields) == {"id", "data"}, fields
-                yield Event(int(fields["id"][0]), orjson.loads("\n".join(fields["data"])))
-            fields = {}
-        elif line.startswith(":"):
-            if comments is not None:
-                comments.append(line)
-        else:
-            name, _, value = line.partition(":")
-            fields.setdefault(name, []).append(value.removeprefix(" "))
-    assert fields == {}, "stream ended inside an event"
-
-
 def progress(n: int, total: int, account_id: str = "acct_1") -> dict[str, Any]:
     draft = price_invoice(account_id, n)
     return {
@@ -168,8 +137,7 @@ def complete(total: int, account_id: str = "acct_1") -> dict[str, Any]:
 
 
 def stored_invoice_ids(db: Path) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        return [row[0] for row in conn.execute("SELECT invoice_id FROM invoices ORDER BY invoice_id")]
+    return [invoice_id for invoice_id, _ in stored_invoices(db)]
 
 
 async def raw_request(api: Api, request_line: str, headers: str = "") -> tuple[int, bytes]:
@@ -209,7 +177,7 @@ async def test_start_returns_the_seed_body_and_streams_every_event(api: Api) -> 
     assert stream.headers["Content-Type"] == "text/event-stream"
     assert stream.headers["Cache-Control"] == "no-cache"
     assert stream.headers["Connection"] == "close"  # one stream per connection
-    events = [(event.id, event.data) async for event in sse_events(stream)]
+    events = [event async for event in sse_events(stream)]
     assert events == [(0, progress(1, 3)), (1, progress(2, 3)), (2, progress(3, 3)), (3, complete(3))]
     assert list(events[0][1])[:6] == ["type", "current", "total", "accountId", "invoiceId", "message"]
 

@@ -9,22 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import make_unfinished
 
 from durable import Engine, RunStatus, StepFailed, step, workflow
 
 executions: list[str] = []
-
-
-def make_unfinished(path: Path, run_id: str, keep_ops_below: int | None = None) -> None:
-    """What a crash leaves: the run still running, optionally with its later operations unjournaled."""
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute(
-            "UPDATE runs SET status = 'running', completed_at = NULL, output = NULL, error = NULL WHERE run_id = ?", (run_id,)
-        )
-        if keep_ops_below is not None:
-            conn.execute("DELETE FROM ops WHERE run_id = ? AND seq >= ?", (run_id, keep_ops_below))
-    conn.close()
 
 
 @step
@@ -65,7 +54,7 @@ async def test_replay_reexecutes_only_unjournaled_steps(db_path: Path) -> None:
     async with Engine(db_path) as engine:
         run = await engine.start(gathered)
         await run.result(timeout=5)
-    make_unfinished(db_path, run.run_id, keep_ops_below=2)
+    make_unfinished(db_path, run.run_id, delete_ops_from_seq=2)
     executions.clear()
     async with Engine(db_path) as engine:
         assert await engine.get_run(run.run_id).result(timeout=5) == ["a", "b", "c", "d"]

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import Engine, RunStatus, get_writable, sleep, step, workflow
 

@@ -8,11 +8,8 @@ checked with a separate plain ``sqlite3`` connection. Workflows pause on
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
-import signal
 import sqlite3
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +19,8 @@ from typing import Any
 
 import orjson
 import pytest
+import stream_child  # the SIGKILL test's child script: imported, its workflow is registered here too
+from harness import kill_child, make_unfinished, read_line, spawn_child
 
 from durable import (
     Engine,
@@ -40,21 +39,7 @@ from durable import (
     workflow,
 )
 
-TESTS = Path(__file__).resolve().parent
 READ_TIMEOUT_S = 30.0
-
-
-def _load_child() -> Any:
-    # The SIGKILL test's child script, imported here so that its workflow is registered in this process.
-    spec = importlib.util.spec_from_file_location("stream_child", TESTS / "stream_child.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("stream_child", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-stream_child = _load_child()
 
 # Gates and counters shared between a test and the workflows it starts, keyed per test.
 GATES: dict[str, asyncio.Event] = {}
@@ -111,14 +96,6 @@ async def read_indexes(run: Run, start_index: int = 0, namespace: str | None = N
 async def drain(values: AsyncIterator[Any]) -> list[Any]:
     async with asyncio.timeout(READ_TIMEOUT_S):
         return [value async for value in values]
-
-
-def make_unfinished(db: Path, run_id: str, delete_ops_from_seq: int | None = None) -> None:
-    """Turn a finished run back into a running one, as if the process died before its end."""
-    with closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("UPDATE runs SET status = 'running', completed_at = NULL, output = NULL WHERE run_id = ?", (run_id,))
-        if delete_ops_from_seq is not None:
-            conn.execute("DELETE FROM ops WHERE run_id = ? AND seq >= ?", (run_id, delete_ops_from_seq))
 
 
 # -- workflows and steps --------------------------------------------------------------
@@ -481,20 +458,11 @@ async def test_step_writes_are_stored_at_most_once_across_retries(engine: Engine
 async def test_replay_after_sigkill_does_not_duplicate_chunks(db: Path, seed: int) -> None:
     n = 200
     kill_after_steps = random.Random(seed).randrange(0, n // 2)
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(TESTS / "stream_child.py"),
-        str(db),
-        str(n),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None
-    async with asyncio.timeout(60):
-        run_id = (await child.stdout.readline()).decode().strip()
-        for i in range(kill_after_steps):
-            assert await child.stdout.readline() == f"step {i}\n".encode()
-        child.send_signal(signal.SIGKILL)
-        assert await child.wait() == -signal.SIGKILL
+    child = await spawn_child("stream_child.py", str(db), str(n))
+    run_id = await read_line(child)
+    for i in range(kill_after_steps):
+        assert await read_line(child) == f"step {i}"
+    await kill_child(child)
 
     with closing(sqlite3.connect(db)) as conn:
         (status,) = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()

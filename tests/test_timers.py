@@ -10,8 +10,7 @@ from pathlib import Path
 
 import crash_workflows  # noqa: F401  (registers crash.sleeper for the reopened engine)
 import pytest
-from proc import kill, spawn_child
-from proc import until as wait_for_condition
+from harness import kill_child, spawn_crash_child, until
 
 from durable import Engine, sleep, workflow
 
@@ -23,7 +22,7 @@ async def nap(seconds: float) -> float:
 
 
 @workflow(name="timers.until")
-async def until(iso: str) -> float:
+async def nap_until(iso: str) -> float:
     await sleep(datetime.fromisoformat(iso))
     return time.time()
 
@@ -47,16 +46,16 @@ async def test_sleep_is_never_early_and_late_by_milliseconds(engine: Engine, db_
 
 async def test_sleep_until_a_datetime(engine: Engine, db_path: Path) -> None:
     target = datetime.now(UTC) + timedelta(milliseconds=150)
-    run = await engine.start(until, target.isoformat())
+    run = await engine.start(nap_until, target.isoformat())
     woke = await run.result(timeout=5)
     assert target.timestamp() <= woke < target.timestamp() + 0.05
     assert wake_at(db_path, run.run_id)[1] == pytest_approx(target.timestamp())
 
 
 async def test_killed_sleeper_wakes_on_schedule_after_reopen(db_path: Path) -> None:
-    proc, run_id = await spawn_child(str(db_path), "sleep", "2")
+    proc, run_id = await spawn_crash_child(db_path, "sleep", "2")
     await asyncio.sleep(0.5)
-    await kill(proc)
+    await kill_child(proc)
     slept, due = wake_at(db_path, run_id)
     assert due - slept == pytest_approx(2.0)
     await asyncio.sleep(max(0.0, slept + 1.0 - time.time()))
@@ -67,9 +66,9 @@ async def test_killed_sleeper_wakes_on_schedule_after_reopen(db_path: Path) -> N
 
 
 async def test_overdue_wait_fires_at_open(db_path: Path) -> None:
-    proc, run_id = await spawn_child(str(db_path), "sleep", "0.3")
+    proc, run_id = await spawn_crash_child(db_path, "sleep", "0.3")
     await asyncio.sleep(0.1)
-    await kill(proc)
+    await kill_child(proc)
     _, due = wake_at(db_path, run_id)
     await asyncio.sleep(max(0.0, due + 0.3 - time.time()))
     opened = time.time()
@@ -115,7 +114,7 @@ async def park() -> None:
 
 async def test_cancelled_sleeps_leave_the_timer_queue(engine: Engine, sql: sqlite3.Connection) -> None:
     runs = await asyncio.gather(*(engine.start(park) for _ in range(300)))
-    await wait_for_condition(lambda: engine.stats()["timers"] == 300, what="300 sleeps to be queued")
+    await until(lambda: engine.stats()["timers"] == 300, what="300 sleeps to be queued")
     for run in runs:
         await run.cancel()
     # Each cancelled sleep held its run's frames until its hour was up; once most
