@@ -101,7 +101,7 @@ async def test_in_flight_step_finishes_and_is_recorded_then_nothing_more(db_path
             run = await engine.start(steps_then_sleep, 5)
             await gates["in step 1"].wait()
             cancelling = asyncio.ensure_future(run.cancel())
-            await asyncio.sleep(0)  # cancel() commits 'cancelled' while the step is still running
+            # cancel() commits 'cancelled' while the step is still running
             await until(
                 lambda: sql.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("cancelled",),
                 what="'cancelled' to be committed",
@@ -200,7 +200,7 @@ async def test_cancel_of_a_run_not_loaded_by_this_engine(db_path: Path) -> None:
 @step
 async def stubborn() -> str:
     events.append("stubborn start")
-    await asyncio.sleep(30)
+    await asyncio.Event().wait()  # never set: the step only ends when it is stopped
     return "never"
 
 
