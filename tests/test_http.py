@@ -19,12 +19,11 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from harness import SseEvent, sql_rows, sse_events, sse_lines, stored_invoices, until
 
-from durable import RunStatus
+from durable import Run, RunStatus
 from invoices import create_app
 from invoices.errors import error_middleware
 from invoices.keys import engine_key, hub_key
 from invoices.pricing import price_invoice
-from invoices.store import Invoice, InvoiceStore
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 JSON = {"Content-Type": "application/json"}
@@ -796,6 +795,12 @@ async def test_a_client_that_stops_reading_is_dropped(
     assert len(api.app[hub_key]) == 0
 
 
+REFUSE_PROGRESS = """CREATE TRIGGER refuse_progress BEFORE INSERT ON chunks
+    WHEN json_extract(CAST(NEW.data AS TEXT), '$.type') = 'progress'
+     AND json_extract(CAST(NEW.data AS TEXT), '$.current') >= ?
+    BEGIN SELECT RAISE(ABORT, 'progress event refused by the test'); END"""
+
+
 @pytest.mark.parametrize(
     ("total", "delay", "held", "issued"),
     [
@@ -806,40 +811,76 @@ async def test_a_client_that_stops_reading_is_dropped(
     ],
 )
 async def test_cancel_during_a_step_counts_the_invoices_in_flight(
-    api: Api, monkeypatch: pytest.MonkeyPatch, total: int, delay: str, held: int, issued: int
+    api: Api, total: int, delay: str, held: int, issued: int
 ) -> None:
-    """Steps in flight finish and are counted; cancelling during the last one still ends 'cancelled'."""
-    reached = asyncio.Event()
-    release = asyncio.Event()
-    original = InvoiceStore.get
+    """Steps in flight finish and are counted; cancelling during the last one still ends 'cancelled'.
 
-    async def get(self: InvoiceStore, invoice_id: str) -> Invoice | None:
-        # Holds the step after it stored its invoice and event, before it returns.
-        if invoice_id == f"INV-acct_h-{held:04d}":
-            reached.set()
-            await release.wait()
-        return await original(self, invoice_id)
+    The steps are held in flight by SQLite itself. A trigger refuses the progress events from
+    invoice ``held`` on, so the run stops on that write fault as after a crash, the step of
+    invoice ``held`` unjournaled. The test then holds the write lock, as another writer would,
+    and drops the trigger in that transaction. The engine resumes the run by itself (reading
+    only), and the steps of the held invoice's window block on their first write; the cancel
+    comes while they do. Releasing the lock lets them finish, then the run unwind.
+    """
+    engine = api.app[engine_key]
+    window = 1 if delay != "0s" else 8  # invoices.workflow.ZERO_DELAY_WINDOW
+    window_last = min(total, ((held - 1) // window + 1) * window)  # the last invoice of the held one's window
+    lock = sqlite3.connect(api.db, isolation_level=None)
+    try:
+        lock.execute(REFUSE_PROGRESS.replace("?", str(held)))  # no parameters in DDL
+        run_id = await api.start(account_id="acct_h", total=total, delay=delay)
+        run = engine.get_run(run_id)
+        await until(lambda: engine.stats()["active_runs"] == 0, what=f"the run to stop on invoice {held}'s refused event")
+        assert await run.status() is RunStatus.RUNNING  # stopped, not failed: it resumes once writes succeed
+        # The writer takes submissions in order: once this returns, every write the stopped run
+        # had queued has been tried (its events refused) before the lock is taken. One still
+        # queued would commit after the resume read the journal, and fault the resumed run again.
+        await engine.execute("SELECT 1")
 
-    monkeypatch.setattr(InvoiceStore, "get", get)
-    run_id = await api.start(account_id="acct_h", total=total, delay=delay)
-    await asyncio.wait_for(reached.wait(), timeout=10)
-    cancelling = asyncio.create_task(api.post("/api/cancel", {"runId": run_id}))
-    await asyncio.sleep(0.2)
-    assert not cancelling.done()  # cancel waits for the steps in flight
-    release.set()
+        lock.execute("BEGIN IMMEDIATE")
+        lock.execute("DROP TRIGGER refuse_progress")
+        ((journaled,),) = lock.execute(
+            "SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed'", (run_id,)
+        ).fetchall()
+        in_flight = window_last - journaled  # every step before the window is journaled, none after it started
+        await until(
+            lambda: engine.stats()["tasks"] == 1 + in_flight,
+            what=f"the resumed run's {in_flight} steps to wait for the write lock",
+        )
+        cancelling = asyncio.create_task(api.post("/api/cancel", {"runId": run_id}))
+        await until(lambda: _status_is(run, RunStatus.CANCELLED), what="the cancel to be requested")
+        assert not cancelling.done()  # its commit, too, waits for the lock
+        lock.execute("COMMIT")
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.execute("DROP TRIGGER IF EXISTS refuse_progress")
+        lock.close()
+
     response = await cancelling
     assert response.status == 200
     assert (await response.json())["invoicesIssued"] == issued
+    # The cancel returned once the steps in flight had finished and the run had unwound.
+    steps = sql_rows(api.db, "SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed'", (run_id,))
+    assert steps == [(issued,)]
+    assert sql_rows(api.db, "SELECT status, unwound FROM runs WHERE run_id = ?", (run_id,)) == [("cancelled", 1)]
     events = await api.events(run_id)
     assert [data for _, data in events[:-1]] == [progress(n, total, "acct_h") for n in range(1, issued + 1)]
-    assert events[-1][1] == {
-        "type": "cancelled",
-        "current": issued,
-        "total": total,
-        "accountId": "acct_h",
-        "message": f"Invoice batch cancelled after {issued} of {total} invoices",
-    }
+    assert events[-1] == (
+        issued,
+        {
+            "type": "cancelled",
+            "current": issued,
+            "total": total,
+            "accountId": "acct_h",
+            "message": f"Invoice batch cancelled after {issued} of {total} invoices",
+        },
+    )
     assert stored_invoice_ids(api.db) == [f"INV-acct_h-{n:04d}" for n in range(1, issued + 1)]
+
+
+async def _status_is(run: Run, status: RunStatus) -> bool:
+    return await run.status() is status
 
 
 async def test_zero_delay_batches_keep_events_in_invoice_order(api: Api) -> None:
