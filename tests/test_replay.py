@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from harness import make_unfinished
 
-from durable import Engine, RunStatus, StepFailed, step, workflow
+from durable import Engine, RunFailed, RunStatus, StepFailed, step, workflow
 
 executions: list[str] = []
 
@@ -129,11 +129,18 @@ async def test_non_determinism_cannot_be_swallowed(db_path: Path) -> None:
     VERSION["current"] = 2
     try:
         async with Engine(db_path) as engine:
-            assert await engine.get_run(run.run_id).status() in (RunStatus.RUNNING, RunStatus.FAILED)
-            with pytest.raises(Exception, match="NonDeterminismError"):
-                await engine.get_run(run.run_id).result(timeout=5)
+            handle = engine.get_run(run.run_id)
+            with pytest.raises(RunFailed, match="NonDeterminismError") as caught:
+                await handle.result(timeout=5)
+            assert await handle.status() is RunStatus.FAILED
+            info = await handle.describe()
     finally:
         VERSION["current"] = 1
+    assert caught.value.run_id == run.run_id
+    assert info.error is not None and info.error.startswith(
+        f"NonDeterminismError: Workflow run {run.run_id}: operation 0 was recorded as step 'test_replay.step_a'"
+        " but the workflow now calls step 'test_replay.step_b'."
+    ), info.error
 
 
 @dataclass

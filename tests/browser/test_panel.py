@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from harness import ServerFactory, ServerProcess
+from harness import ServerFactory, ServerProcess, until
 from playwright.async_api import Browser, Request, Route, expect
 
 from .conftest import close_panel, open_panel
@@ -167,12 +167,17 @@ async def test_api_refusal_is_shown_beside_the_field(panel: Panel, tmp_path: Pat
 async def test_history_opens_a_running_run_and_follows_it(panel: Panel, tmp_path: Path) -> None:
     done = await panel.api_post("/api/start", {"accountId": "acct_done", "total": 3, "delay": "0s"})
     live = await panel.api_post("/api/start", {"accountId": "acct_live", "total": 25, "delay": "200ms"})
+
+    async def live_is_running() -> bool:
+        return bool((await panel.api(f"/api/status?runId={live['runId']}"))["status"] == "running")
+
+    await until(live_is_running, what="the live run to be running")  # 25 invoices 200 ms apart: still running
     await panel.open()
 
     items = panel.page.locator("#history .history-item")
     await expect(items).to_have_count(2)
     live_item = items.filter(has_text="acct_live")
-    await expect(live_item.locator(".badge")).to_have_text(re.compile("pending|running"))
+    await expect(live_item.locator(".badge")).to_have_text("running")
 
     # Keyboard: focus the entry and press Enter.
     await live_item.focus()
