@@ -159,7 +159,7 @@ async def test_steps_outside_workflows_are_plain_calls() -> None:
 
 async def test_unserializable_workflow_input_writes_nothing(engine: Engine, sql: sqlite3.Connection) -> None:
     with pytest.raises(TypeError, match="not JSON-serializable"):
-        await engine.start(doubler, object())  # type: ignore[arg-type]
+        await engine.start(doubler, object())
     assert sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
 
 
