@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
-from harness import SseEvent, sql_rows, sse_events, sse_lines, stored_invoices, until
+from harness import SseEvent, SseParser, parse_sse, sql_rows, sse_events, sse_lines, stored_invoices, until
 
 from durable import Run, RunStatus
 from invoices import create_app
@@ -679,12 +679,24 @@ async def test_keep_alive_comments_while_idle(api_factory: Callable[..., Awaitab
     stream = await api.client.get(f"/api/stream/{run_id}")
     lines = sse_lines(stream)
     seen = [await anext(lines) for _ in range(4)]
-    assert seen[0] == "id: 0"
-    assert seen[2:] == ["", ": keep-alive"]
+    assert seen == ["id: 0", f"data: {orjson.dumps(progress(1, 2)).decode()}", "", ": keep-alive"]
     await api.post("/api/cancel", {"runId": run_id})
     rest = [line async for line in lines]
-    assert rest[-3:] == ["id: 1", rest[-2], ""]
-    assert orjson.loads(rest[-2].removeprefix("data: "))["type"] == "cancelled"
+    parser = SseParser()
+    assert parse_sse("\n".join([*rest, ""]).encode(), parser) == [
+        (
+            1,
+            {
+                "type": "cancelled",
+                "current": 1,
+                "total": 2,
+                "accountId": "acct_1",
+                "message": "Invoice batch cancelled after 1 of 2 invoices",
+            },
+        )
+    ]
+    assert rest[-3] == "id: 1" and rest[-1] == ""  # the stream ends with that event
+    assert set(parser.comments) <= {": keep-alive"}  # and more keep-alives, if the cancel took that long
 
 
 async def test_open_streams_end_when_the_server_shuts_down(api: Api) -> None:
