@@ -8,6 +8,7 @@ moment the test kills the process), and returns the winner it sees then.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from durable import get_writable, sleep, step, workflow
 
@@ -28,7 +29,8 @@ async def _report(winner: str) -> str:
 
 @workflow(name="race.wait_first")
 async def wait_first() -> str:
-    slow, fast = pause("slow", 0.8), pause("fast", 0.1)
+    # In a workflow body a step call returns a future (what asyncio.wait takes).
+    slow, fast = cast("asyncio.Future[str]", pause("slow", 0.8)), cast("asyncio.Future[str]", pause("fast", 0.1))
     done, _ = await asyncio.wait([slow, fast], return_when=asyncio.FIRST_COMPLETED)
     winner = "+".join(sorted(f.result() for f in done))
     await slow
@@ -48,7 +50,7 @@ async def as_completed() -> str:
 
 @workflow(name="race.sleep_vs_step")
 async def sleep_vs_step() -> str:
-    nap, work = sleep("300ms"), pause("step", 0.8)
+    nap, work = cast("asyncio.Future[object]", sleep("300ms")), cast("asyncio.Future[object]", pause("step", 0.8))
     done, _ = await asyncio.wait([nap, work], return_when=asyncio.FIRST_COMPLETED)
     winner = "+".join(sorted("sleep" if f is nap else "step" for f in done))
     await work

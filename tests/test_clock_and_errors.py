@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import (
     Engine,

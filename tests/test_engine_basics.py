@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import (
     Engine,
@@ -160,7 +160,7 @@ async def test_steps_outside_workflows_are_plain_calls() -> None:
 
 async def test_unserializable_workflow_input_writes_nothing(engine: Engine, sql: sqlite3.Connection) -> None:
     with pytest.raises(TypeError) as caught:
-        await engine.start(doubler, object())  # type: ignore[arg-type]
+        await engine.start(doubler, object())
     assert str(caught.value) == (
         "cannot store object at args[0]: not a JSON type, dataclass, Enum or registered class"
         " (register it with durable.register_type)"

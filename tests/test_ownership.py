@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from proc import ROOT, until
+from harness import ROOT, read_line, spawn, until
 
 from durable import (
     DatabaseLocked,
@@ -48,11 +48,10 @@ def file_digest(path: Path) -> str:
 
 
 async def spawn_holder(db: Path) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HOLDER, str(db), stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    assert proc.stdout is not None
-    assert (await asyncio.wait_for(proc.stdout.readline(), 30)) == b"holding\n"
+    script = db.parent / "hold.py"
+    script.write_text(HOLDER)
+    proc = await spawn(script, str(db))
+    assert await read_line(proc) == "holding"
     return proc
 
 

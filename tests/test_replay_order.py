@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 import race_workflows
-from proc import HERE, ROOT, kill, until
+from harness import kill_child, read_line, spawn_child, until
 
 from durable import Engine
 
@@ -32,18 +29,13 @@ def _parked(db: Path, run_id: str) -> bool:
 @pytest.mark.parametrize("race", sorted(EXPECTED))
 async def test_race_keeps_its_winner_after_sigkill_and_restart(tmp_path: Path, race: str) -> None:
     db = tmp_path / "race.db"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "race_child.py"), str(db), race, stdout=asyncio.subprocess.PIPE, env=env
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
-    assert line[0] == "started"
-    run_id = line[1]
+    proc = await spawn_child("race_child.py", str(db), race)
+    word, _, run_id = (await read_line(proc)).partition(" ")
+    assert word == "started"
     try:
         await until(lambda: _parked(db, run_id), timeout=30, what="the race to be decided and journaled")
     finally:
-        await kill(proc)
+        await kill_child(proc)
     with sqlite3.connect(db) as conn:
         (data,) = conn.execute("SELECT data FROM chunks WHERE run_id = ?", (run_id,)).fetchone()
     assert orjson.loads(data) == {"winner": EXPECTED[race]}  # live

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import Engine, RunStatus, get_writable, sleep, step, workflow
 
@@ -92,7 +92,7 @@ async def raced_sleep() -> str:
     nap = sleep("10s")  # ...and the sleep's record in its next commit
     naps.append(nap)
     # A timeout raced against the write: cancelling the run's task does not cancel `nap`.
-    await asyncio.wait([written, nap], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([asyncio.ensure_future(written), asyncio.ensure_future(nap)], return_when=asyncio.FIRST_COMPLETED)
     return "done"
 
 
