@@ -21,7 +21,7 @@ from ._errors import EngineClosed
 from ._failures import ErrorInfo
 from ._replay import Recorded, Replay, StoredRun
 from ._schema import MIGRATIONS
-from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement
+from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement, WriteOwner
 
 __all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Statement"]
 
@@ -89,14 +89,23 @@ class Journal:
     # -- committing -------------------------------------------------------------
 
     def commit(
-        self, statements: list[Statement], on_commit: OnCommit | None = None, on_failure: OnFailure | None = None
+        self,
+        statements: list[Statement],
+        on_commit: OnCommit | None = None,
+        on_failure: OnFailure | None = None,
+        owner: WriteOwner | None = None,
     ) -> asyncio.Future[None]:
-        """Queue statements that commit together; the returned future resolves after COMMIT."""
-        return self._writer.commit(statements, on_commit, on_failure)
+        """Queue statements that commit together; the returned future resolves after COMMIT.
 
-    def commit_then(self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure) -> None:
+        Once a write of ``owner`` failed, its later writes are refused.
+        """
+        return self._writer.commit(statements, on_commit, on_failure, owner)
+
+    def commit_then(
+        self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure, owner: WriteOwner | None = None
+    ) -> None:
         """Queue statements nothing awaits: ``on_commit`` or ``on_failure`` tells the outcome."""
-        self._writer.commit_then(statements, on_commit, on_failure)
+        self._writer.commit_then(statements, on_commit, on_failure, owner)
 
     # -- statements: runs ---------------------------------------------------------
 

@@ -116,6 +116,9 @@ class RunContext:
         self._prune_waits_at = 8
         self._stop_waiters: list[asyncio.Future[None]] = []
 
+    def __repr__(self) -> str:
+        return f"<run {self.run_id}>"
+
     # -- lifecycle ------------------------------------------------------------
 
     @property
@@ -185,8 +188,14 @@ class RunContext:
 
     def commit(self, statements: list[Statement], on_commit: Any = None) -> asyncio.Future[None]:
         """Submit a write of this run; a failure to commit it faults the run."""
-        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed)
+        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed, self)
         return future
+
+    @property
+    def accepts_writes(self) -> bool:
+        """False once a write failed: writes queued behind it must not land (they would
+        leave the journal with a later write and not an earlier one)."""
+        return self.phase is not Phase.FAULTED
 
     def _commit_failed(self, exc: BaseException) -> None:
         if self.phase.stopped:
@@ -269,7 +278,7 @@ class RunContext:
         # would delay the timers due meanwhile.
         status, output, error = outcome
         ended = self.host.journal.run_ended(self.run_id, status.value, output, error, time.time())
-        self.host.journal.commit_then([ended], self._end_streams_and_stop, self._ending_failed)
+        self.host.journal.commit_then([ended], self._end_streams_and_stop, self._ending_failed, self)
 
     def _ending_failed(self, exc: BaseException) -> None:
         self._commit_failed(exc)
@@ -429,7 +438,9 @@ class RunContext:
                 waiting.set_exception(exc)
                 waiting.exception()  # the run is faulted: no "never retrieved" log if nothing awaits it
 
-        self.host.journal.commit_then([self.host.journal.sleep_started(self.run_id, seq, name, now, wake_at)], committed, failed)
+        self.host.journal.commit_then(
+            [self.host.journal.sleep_started(self.run_id, seq, name, now, wake_at)], committed, failed, self
+        )
         return waiting
 
     # -- streams --------------------------------------------------------------
