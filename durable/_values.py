@@ -171,12 +171,8 @@ def encode_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
     Errors name ``args[i]...`` or ``kwargs["name"]...``; ``decode_call`` reads it back.
     """
     try:
-        for arg in args:
-            if type(arg) not in _LEAVES and not _plain_items((arg,)):
-                break
-        else:
-            if not kwargs or (type(kwargs) is dict and MARK not in kwargs and _plain_items(kwargs.values())):
-                return _dumps((args, kwargs))  # orjson writes the tuple as a list, as the journal always had it
+        if _plain_call(args, kwargs):
+            return _dumps((args, kwargs))  # orjson writes the tuple as a list, as the journal always had it
     except (orjson.JSONEncodeError, RecursionError):
         pass
     tree = [_root(list(args), "args"), _root(kwargs, "kwargs")]
@@ -184,6 +180,12 @@ def encode_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
         return _dumps(tree)
     except orjson.JSONEncodeError:
         raise TypeError(_too_deep(args, "args")) from None
+
+
+def _plain_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    if not all(type(arg) in _LEAVES or _plain_items((arg,)) for arg in args):
+        return False
+    return not kwargs or (type(kwargs) is dict and MARK not in kwargs and _plain_items(kwargs.values()))
 
 
 def decode_call(data: bytes | bytearray | memoryview | str) -> tuple[list[Any], dict[str, Any]]:
