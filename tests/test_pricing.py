@@ -58,7 +58,13 @@ def test_exact_prices_for_known_invoices() -> None:
             "unitPriceCents": 15000,
             "amountCents": 15000,
         },
-        {"sku": "SSL-YEARLY", "description": "SSL certificate (yearly)", "quantity": 4, "unitPriceCents": 8900, "amountCents": 35600},
+        {
+            "sku": "SSL-YEARLY",
+            "description": "SSL certificate (yearly)",
+            "quantity": 4,
+            "unitPriceCents": 8900,
+            "amountCents": 35600,
+        },
     ]
     assert (second.subtotal_cents, second.tax_cents, second.total_cents) == (73100, 6031, 79131)
 
