@@ -122,6 +122,7 @@ def progress(n: int, total: int, account_id: str = "acct_1") -> dict[str, Any]:
         "customer": draft.customer,
         "currency": "USD",
         "totalCents": draft.total_cents,
+        "priceVersion": 1,
     }
 
 
@@ -162,12 +163,13 @@ async def test_start_returns_the_seed_body_and_streams_every_event(api: Api) -> 
     assert response.status == 200
     assert response.content_type == "application/json"
     body = await response.json()
-    assert list(body) == ["runId", "accountId", "total", "delay", "message"]
+    assert list(body) == ["runId", "accountId", "total", "delay", "priceVersion", "message"]
     assert body == {
         "runId": body["runId"],
         "accountId": "acct_1",
         "total": 3,
         "delay": "0s",
+        "priceVersion": 1,
         "message": "Invoice workflow started",
     }
 
@@ -237,6 +239,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "accountId",
         "total",
         "delay",
+        "priceVersion",
         "current",
         "error",
     ]
@@ -250,6 +253,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "accountId": "acct_1",
         "total": 2,
         "delay": "10ms",
+        "priceVersion": 1,
         "current": 2,
         "error": None,
     }
@@ -271,6 +275,7 @@ async def test_status_of_a_running_run_has_null_completion(api: Api) -> None:
         "accountId": "acct_1",
         "total": 5,
         "delay": "1h",
+        "priceVersion": 1,
         "current": 1,
         "error": None,
     }
@@ -527,6 +532,7 @@ async def test_invoices_as_json_and_csv(api: Api) -> None:
         "accountId": "acct_1",
         "n": 1,
         "customer": draft.customer,
+        "priceVersion": 1,
         "lineItems": [item.to_json() for item in draft.items],
         "currency": "USD",
         "subtotalCents": draft.subtotal_cents,
@@ -547,8 +553,9 @@ async def test_invoices_as_json_and_csv(api: Api) -> None:
     assert rows[0]["customer"] == draft.customer
     assert int(rows[0]["total_cents"]) == draft.total_cents
     assert rows[0]["issued_by_run"] == run_id
+    assert rows[0]["price_version"] == "1"
     assert rows[0]["line_items"] == "; ".join(
-        f"{item.quantity} x {item.description} @ {item.unit_price_cents}" for item in draft.items
+        f"{item.quantity} x [{item.sku}] {item.description} @ {item.unit_price_cents}" for item in draft.items
     )
 
     bad = await api.client.get(f"/api/runs/{run_id}/invoices", params={"format": "xml"})
@@ -556,16 +563,20 @@ async def test_invoices_as_json_and_csv(api: Api) -> None:
     assert (await api.client.get("/api/runs/wrun_nope/invoices")).status == 404
 
 
-async def test_a_second_batch_of_the_same_account_never_bills_twice(api: Api) -> None:
+async def test_a_second_batch_of_the_same_account_continues_its_numbering(api: Api) -> None:
     first = await api.start(account_id="acct_r", total=2)
     await api.events(first)
     second = await api.start(account_id="acct_r", total=3)
     events = await api.events(second)
-    assert [data for _, data in events] == [progress(n, 3, "acct_r") for n in (1, 2, 3)] + [complete(3, "acct_r")]
-    assert stored_invoice_ids(api.db) == ["INV-acct_r-0001", "INV-acct_r-0002", "INV-acct_r-0003"]
+    expected = [{**progress(n, 3, "acct_r"), "current": k} for k, n in ((1, 3), (2, 4), (3, 5))]
+    for event in expected:
+        event["message"] = f"Generated invoice {event['current']} of 3"
+    assert [data for _, data in events] == [*expected, complete(3, "acct_r")]
+    assert stored_invoice_ids(api.db) == [f"INV-acct_r-{n:04d}" for n in range(1, 6)]
     listing = await (await api.client.get(f"/api/runs/{second}/invoices")).json()
     assert listing["count"] == 3
-    assert [invoice["runId"] for invoice in listing["invoices"]] == [first, first, second]
+    assert [invoice["invoiceId"] for invoice in listing["invoices"]] == ["INV-acct_r-0003", "INV-acct_r-0004", "INV-acct_r-0005"]
+    assert [invoice["runId"] for invoice in listing["invoices"]] == [second] * 3
     assert (await api.status(second))["current"] == 3
 
 
