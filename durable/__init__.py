@@ -1,9 +1,11 @@
 """Durable workflows on SQLite: steps, sleeps and streams that survive crashes and restarts."""
 
+from ._children import ChildRun, start_child
 from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_workflow_metadata
 from ._engine import Engine, Run
 from ._errors import (
     CannotCancel,
+    ChildCancelled,
     DatabaseLocked,
     DuplicateWorkflow,
     DurableError,
@@ -12,6 +14,7 @@ from ._errors import (
     NonDeterminismError,
     RetryableError,
     RunCancelled,
+    RunConflict,
     RunFailed,
     RunNotFound,
     StepFailed,
@@ -19,6 +22,8 @@ from ._errors import (
 from ._gc import tune_gc
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._operations import StreamWriter, get_resources, get_writable, sleep
+from ._options import WorkflowWithOptions
+from ._queues import Queue
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
@@ -26,6 +31,8 @@ from ._streams import StreamChunk
 __all__ = [
     "AttemptInfo",
     "CannotCancel",
+    "ChildCancelled",
+    "ChildRun",
     "DatabaseLocked",
     "DuplicateWorkflow",
     "DurableError",
@@ -34,9 +41,11 @@ __all__ = [
     "FatalError",
     "NonDeterminismError",
     "OperationInfo",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",
+    "RunConflict",
     "RunFailed",
     "RunInfo",
     "RunNotFound",
@@ -48,12 +57,14 @@ __all__ = [
     "StreamWriter",
     "WorkflowFunction",
     "WorkflowMetadata",
+    "WorkflowWithOptions",
     "get_resources",
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
     "parse_duration",
     "sleep",
+    "start_child",
     "step",
     "tune_gc",
     "workflow",

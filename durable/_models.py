@@ -27,7 +27,11 @@ class RunStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """A run as stored: identity, status, times, error, input."""
+    """A run as stored: identity, status, times, error, input; how it was started.
+
+    ``queue_position`` counts from 1 (the next run of its queue to start) while the
+    run waits in its queue, and is ``None`` otherwise.
+    """
 
     run_id: str
     workflow_name: str
@@ -38,6 +42,10 @@ class RunInfo:
     error: str | None
     args: list[Any]
     kwargs: dict[str, Any]
+    parent_run_id: str | None = None
+    queue: str | None = None
+    queue_position: int | None = None
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +72,25 @@ class OperationInfo:
     attempts: list[AttemptInfo]
 
 
-def run_info(row: Sequence[Any]) -> RunInfo:
-    """A ``RunInfo`` from the journal's run columns."""
-    run_id, name, status, created, started, completed, error, input_data = row
+def run_info(row: Sequence[Any], queue_position: int | None = None) -> RunInfo:
+    """A ``RunInfo`` from the journal's run columns (and the run's place in its queue, known in memory)."""
+    run_id, name, status, created, started, completed, error, input_data, parent, queue, deadline = row
     args, kwargs = loads(input_data)
     created_at = to_datetime(created)
     assert created_at is not None
-    return RunInfo(run_id, name, RunStatus(status), created_at, to_datetime(started), to_datetime(completed), error, args, kwargs)
+    started_at, completed_at = to_datetime(started), to_datetime(completed)
+    return RunInfo(
+        run_id,
+        name,
+        RunStatus(status),
+        created_at,
+        started_at,
+        completed_at,
+        error,
+        args,
+        kwargs,
+        parent,
+        queue,
+        queue_position,
+        to_datetime(deadline),
+    )

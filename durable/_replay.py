@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._options import PLAIN, StartPlan
+
 
 @dataclass(slots=True)
 class Recorded:
@@ -36,3 +38,5 @@ class StoredRun:
     workflow_name: str
     input_data: bytes
     status: str
+    error: str | None = None
+    plan: StartPlan = PLAIN

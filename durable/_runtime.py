@@ -27,6 +27,7 @@ from ._streams import StreamChunk, StreamHub
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
+    from ._children import ChildRun
     from ._registry import StepFunction, WorkflowFunction
 
 log = logging.getLogger("durable")
@@ -47,6 +48,11 @@ class RunHost(Protocol):
 
     def run_faulted(self, run: RunContext, exc: BaseException) -> None:
         """A journal write of the run failed; resume it from the journal later."""
+
+    def start_child(
+        self, parent: RunContext, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[ChildRun[Any]]:
+        """``start_child`` in the body of ``parent`` (``_children.py``)."""
 
 
 def _describe(until: Duration | datetime) -> str:
@@ -70,13 +76,16 @@ class RunContext:
         input_data: bytes,
         status: RunStatus,
         replay: Replay | None = None,
+        *,
+        queued: bool = False,
     ) -> None:
         self.host = host
         self.run_id = run_id
         self.workflow = workflow
         self.input_data = input_data
         self.status = status  # as stored in the journal
-        self.phase = Phase.ACTIVE
+        self.phase = Phase.QUEUED if queued else Phase.ACTIVE
+        self.cancel_reason: str | None = None  # why, when a deadline or a parent cancelled it
         replay = replay or Replay()
         self.recorded = replay.ops
         self.chunk_next = replay.chunk_next
@@ -100,6 +109,8 @@ class RunContext:
         return self.phase is Phase.CANCELLING
 
     def start(self) -> None:
+        if self.phase is Phase.QUEUED:
+            self._move(Phase.ACTIVE)
         self.task = asyncio.get_running_loop().create_task(self._drive(), name=f"durable-run-{self.run_id}")
 
     def tasks(self) -> list[asyncio.Task[Any]]:
@@ -109,10 +120,11 @@ class RunContext:
         check_move(self.phase, target, self.run_id)
         self.phase = target
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, reason: str | None = None) -> None:
         """Stop starting operations and wake every durable wait with RunCancelled."""
         self._move(Phase.CANCELLING)
         self.status = RunStatus.CANCELLED
+        self.cancel_reason = reason
         for wait in list(self.waits):
             if not wait.done():
                 wait.set_exception(RunCancelled(self.run_id))
@@ -136,10 +148,11 @@ class RunContext:
             self._stop_waiters.append(future)
         return future
 
-    def never_started(self) -> None:
-        """cancel() stopped the body before its first step: end the run as cancelled."""
+    def never_started(self, reason: str | None = None) -> None:
+        """cancel() stopped the body before its first step (or the run left its queue): end it as cancelled."""
         if not self.phase.stopped:
-            self.outcome = (RunStatus.CANCELLED, None, None)
+            self.status = RunStatus.CANCELLED
+            self.outcome = (RunStatus.CANCELLED, None, reason or self.cancel_reason)
             self._end_streams_and_stop()
 
     def commit(self, statements: list[Statement], on_commit: Any = None) -> asyncio.Future[None]:
@@ -236,7 +249,7 @@ class RunContext:
 
     async def _finish_cancelled(self) -> None:
         """The body has stopped after its cancellation: record that, then end its streams."""
-        self.outcome = (RunStatus.CANCELLED, None, None)
+        self.outcome = (RunStatus.CANCELLED, None, self.cancel_reason)
         try:
             await self.commit([self.host.journal.run_unwound(self.run_id)])
         except asyncio.CancelledError:
