@@ -172,6 +172,7 @@ class Engine:
             "tasks": sum(len(run.tasks()) for run in active.values()),
             "timers": len(self._timers),
             "queued_runs": len(self._runs.queues),
+            "deadlines": len(self._runs.deadlines),
             "stream_subscribers": subscribers,
             "queued_chunks": queued,
             "commits": self._journal.commits,

@@ -127,7 +127,7 @@ class RunContext:
         self.cancel_reason = reason
         for wait in list(self.waits):
             if not wait.done():
-                wait.set_exception(RunCancelled(self.run_id))
+                wait.set_exception(RunCancelled(self.run_id, self.cancel_reason))
 
     def detach(self) -> list[asyncio.Task[Any]]:
         """The engine closes: stop where the run is (it resumes at the next open); its tasks to await."""
@@ -270,7 +270,7 @@ class RunContext:
 
     def check_not_cancelled(self) -> None:
         if self.phase is Phase.CANCELLING:
-            raise RunCancelled(self.run_id)
+            raise RunCancelled(self.run_id, self.cancel_reason)
 
     def _claim(self, kind: str, name: str) -> tuple[int, Recorded | None]:
         """Take the next sequence number; what the journal recorded there, checked against this call."""
@@ -317,7 +317,7 @@ class RunContext:
     def _new_wait(self) -> asyncio.Future[None]:
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.phase is Phase.CANCELLING:
-            waiting.set_exception(RunCancelled(self.run_id))
+            waiting.set_exception(RunCancelled(self.run_id, self.cancel_reason))
             return waiting
         if len(self.waits) >= self._prune_waits_at:  # amortized: a fan-out of sleeps stays linear
             self._forget_waits(ended_only=True)
