@@ -272,6 +272,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "delay",
         "current",
         "error",
+        "queuePosition",
     ]
     for name in ("createdAt", "startedAt", "completedAt"):
         assert ISO_MS.fullmatch(body[name]), body[name]
@@ -285,6 +286,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "delay": "10ms",
         "current": 2,
         "error": None,
+        "queuePosition": None,
     }
 
 
