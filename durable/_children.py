@@ -2,9 +2,10 @@
 
 ``start_child(wf, ...)`` is a durable operation of the parent (kind ``child``,
 sequence number at call time). The child's run id is derived from the parent's
-id and that number (``<parent id>.<seq>``), and the child's row and the
+id and that number (``<parent id>~<seq>``), and the child's row and the
 parent's operation commit together: a replay finds the same child, and no crash
-can create a second one. ``await child.result()`` waits for the child to end
+can create a second one. Ids given with ``with_options(run_id=...)`` cannot
+contain ``~``, so no other run can take a child's id. ``await child.result()`` waits for the child to end
 and records its outcome at the same sequence number before the parent goes on,
 so a replay delivers the recorded value or error without waiting again.
 
@@ -37,9 +38,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: Child run ids are ``<parent id>~<seq>``; ids given by callers cannot contain it, so the two never collide.
+CHILD_MARK = "~"
+
+
 def child_run_id(parent_run_id: str, seq: int) -> str:
     """The run id of the child a parent starts at sequence number ``seq``: the same on every replay."""
-    return f"{parent_run_id}.{seq}"
+    return f"{parent_run_id}{CHILD_MARK}{seq}"
 
 
 class Outcomes(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from ._children import child_result
+from ._children import CHILD_MARK, child_result
 from ._context import current_run, current_step
 from ._serde import Duration, parse_duration
 
@@ -59,7 +59,8 @@ def make_options(
     run_id: str | None, timeout: Duration | None, queue: str | None, queue_key: str | None, priority: int | None
 ) -> StartOptions:
     """Check options where they are given: a ``ValueError`` names the option and the rule."""
-    _optional_text("run_id", run_id)
+    if _optional_text("run_id", run_id) is not None and CHILD_MARK in str(run_id):
+        raise ValueError(f"run_id must not contain {CHILD_MARK!r}, which marks the ids of child runs, got {run_id!r}")
     _optional_text("queue", queue)
     _optional_text("queue_key", queue_key)
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):

@@ -131,9 +131,9 @@ def children_of(sql: sqlite3.Connection, run_id: str) -> list[tuple[str, str]]:
 
 async def test_a_child_and_a_called_workflow_are_child_runs(engine: Engine, sql: sqlite3.Connection) -> None:
     run = await engine.start(parent, 1)
-    assert await run.result() == [f"{run.run_id}.0", 2, 12, run.run_id]
-    assert children_of(sql, run.run_id) == [(f"{run.run_id}.0", "completed"), (f"{run.run_id}.1", "completed")]
-    child = await engine.get_run(f"{run.run_id}.0").describe()
+    assert await run.result() == [f"{run.run_id}~0", 2, 12, run.run_id]
+    assert children_of(sql, run.run_id) == [(f"{run.run_id}~0", "completed"), (f"{run.run_id}~1", "completed")]
+    child = await engine.get_run(f"{run.run_id}~0").describe()
     assert (child.parent_run_id, child.workflow_name, child.args) == (run.run_id, "children.leaf", [1])
     assert [(op.seq, op.kind, op.name, op.status) for op in await run.timeline()] == [
         (0, "child", "children.leaf", "completed"),
@@ -143,16 +143,16 @@ async def test_a_child_and_a_called_workflow_are_child_runs(engine: Engine, sql:
 
 async def test_a_failed_child_raises_run_failed_in_its_parent(engine: Engine) -> None:
     caught = await engine.start(catches)
-    assert await caught.result() == {"run_id": f"{caught.run_id}.0", "error": "ValueError: no stock"}
+    assert await caught.result() == {"run_id": f"{caught.run_id}~0", "error": "ValueError: no stock"}
     failing = await engine.start(lets_it_fail)
     with pytest.raises(RunFailed) as err:
         await failing.result()
-    assert err.value.error == f"RunFailed: Workflow run {failing.run_id}.0 failed: ValueError: no stock"
+    assert err.value.error == f"RunFailed: Workflow run {failing.run_id}~0 failed: ValueError: no stock"
 
 
 async def test_a_cancelled_child_is_not_its_parents_cancellation(engine: Engine, sql: sqlite3.Connection) -> None:
     run = await engine.start(waits_for_napper)
-    child_id = f"{run.run_id}.0"
+    child_id = f"{run.run_id}~0"
     sleeping = "SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'sleep'"
     await until(lambda: sql.execute(sleeping, (child_id,)).fetchone() == (1,), what="the child to sleep")
     assert await engine.get_run(child_id).cancel() is RunStatus.RUNNING
@@ -165,7 +165,7 @@ async def test_cancelling_a_parent_stops_its_ten_children_before_it_returns(engi
     run = await engine.start(fan_out, 10)
     await until(
         lambda: (
-            sql.execute("SELECT COUNT(*) FROM ops WHERE run_id LIKE ? AND kind = 'sleep'", (f"{run.run_id}.%",)).fetchone()
+            sql.execute("SELECT COUNT(*) FROM ops WHERE run_id LIKE ? AND kind = 'sleep'", (f"{run.run_id}~%",)).fetchone()
             == (10,)
         ),
         what="ten sleeping children",
@@ -178,7 +178,7 @@ async def test_cancelling_a_parent_stops_its_ten_children_before_it_returns(engi
     ).fetchall() == [("cancelled", note, 10)]
     for i in range(10):
         with pytest.raises(RunCancelled, match=note):
-            await engine.get_run(f"{run.run_id}.{i}").result()
+            await engine.get_run(f"{run.run_id}~{i}").result()
 
 
 async def test_children_cancelled_mid_step_finish_it_and_start_no_other(engine: Engine, sql: sqlite3.Connection) -> None:
@@ -189,7 +189,7 @@ async def test_children_cancelled_mid_step_finish_it_and_start_no_other(engine: 
     cancelling = asyncio.ensure_future(run.cancel())
 
     async def children_cancelled() -> bool:
-        return all([await engine.get_run(f"{run.run_id}.{i}").status() is RunStatus.CANCELLED for i in range(10)])
+        return all([await engine.get_run(f"{run.run_id}~{i}").status() is RunStatus.CANCELLED for i in range(10)])
 
     await until(children_cancelled, what="the children to be cancelled")
     assert not cancelling.done()  # it waits for the steps in flight
@@ -199,7 +199,7 @@ async def test_children_cancelled_mid_step_finish_it_and_start_no_other(engine: 
     assert engine.stats()["active_runs"] == 0
     # Each child's step in flight recorded its result; none started another.
     assert sql.execute(
-        "SELECT kind, state, COUNT(*) FROM ops WHERE run_id LIKE ? GROUP BY kind, state", (f"{run.run_id}.%",)
+        "SELECT kind, state, COUNT(*) FROM ops WHERE run_id LIKE ? GROUP BY kind, state", (f"{run.run_id}~%",)
     ).fetchall() == [("step", "completed", 10)]
 
 
@@ -207,7 +207,7 @@ async def test_a_parents_deadline_bounds_its_children(engine: Engine, sql: sqlit
     run = await engine.start(bounded.with_options(timeout="300ms"))
     with pytest.raises(RunCancelled, match="deadline of 300ms passed"):
         await run.result()
-    child_id = f"{run.run_id}.0"
+    child_id = f"{run.run_id}~0"
     (parent_deadline,) = sql.execute("SELECT deadline FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
     rows = sql.execute("SELECT run_id, status, deadline, completed_at FROM runs ORDER BY run_id").fetchall()
     assert [(row[0], row[1], row[2]) for row in rows] == [
@@ -236,7 +236,7 @@ async def test_a_childs_outcome_replays_from_the_parents_journal(db_path: Path, 
         await until(lambda: engine.stats()["active_runs"] == 1, what="the parent to resume")
         assert await engine.get_run(run.run_id).cancel() is RunStatus.RUNNING
     assert executions == ["add_one 1"]
-    assert children_of(sql, run.run_id) == [(f"{run.run_id}.0", "completed")]
+    assert children_of(sql, run.run_id) == [(f"{run.run_id}~0", "completed")]
 
 
 @workflow(name="children.with_id")

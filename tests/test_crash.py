@@ -64,7 +64,7 @@ async def test_sigkill_while_a_child_runs_then_the_parent_replays_the_same_child
         watch.close()
     await kill(proc)
 
-    child_id = f"{parent_id}.0"
+    child_id = f"{parent_id}~0"
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT kind, name, state FROM ops WHERE run_id = ?", (parent_id,)).fetchall() == [
         ("child", "crash.steps", "started")

@@ -132,6 +132,8 @@ async def test_options_are_checked_where_they_are_given(engine: Engine, sql: sql
         echo.with_options(timeout="soon")
     with pytest.raises(ValueError, match=r"^run_id must be a non-empty string or None, got ''$"):
         echo.with_options(run_id="")
+    with pytest.raises(ValueError, match=r"^run_id must not contain '~', which marks the ids of child runs, got 'a~1'$"):
+        echo.with_options(run_id="a~1")
     with pytest.raises(ValueError, match=r"^queue_key and priority order runs in a queue: give queue=\.\.\. as well$"):
         echo.with_options(priority=1)
     with pytest.raises(ValueError, match=r"^priority must be an integer or None \(smaller starts first\), got True$"):
