@@ -256,3 +256,55 @@ async def test_start_child_outside_a_workflow_body_and_with_a_run_id(engine: Eng
     assert await run.result() == (
         "a child's run id comes from its parent's id and sequence number: start_child() takes no run_id"
     )
+
+
+@workflow(name="children.queued_child")
+async def queued_child() -> int:
+    child = await start_child(leaf.with_options(queue="narrow"), 1)
+    return await child.result()
+
+
+@workflow(name="children.sleeper")
+async def sleeper() -> None:
+    await sleep("1h")
+
+
+async def test_cancelling_a_parent_takes_its_queued_child_out_of_the_queue(engine: Engine, sql: sqlite3.Connection) -> None:
+    executions.clear()
+    engine.queue("narrow", concurrency=1)
+    hold = await engine.start(sleeper.with_options(queue="narrow"))
+    run = await engine.start(queued_child)
+    child = engine.get_run(f"{run.run_id}~0")
+
+    async def child_queued() -> bool:
+        return sql.execute("SELECT COUNT(*) FROM runs WHERE parent_run_id = ?", (run.run_id,)).fetchone() == (1,) and (
+            await child.describe()
+        ).queue_position == 1
+
+    await until(child_queued, what="the child to wait in its queue")
+    assert await run.cancel() is RunStatus.RUNNING
+    info = await child.describe()
+    assert (info.status, info.started_at, info.queue_position, info.error) == (
+        RunStatus.CANCELLED,
+        None,
+        None,
+        f"parent run {run.run_id} was cancelled",
+    )
+    assert sql.execute("SELECT unwound FROM runs WHERE run_id = ?", (child.run_id,)).fetchone() == (1,)
+    assert engine.stats()["queued_runs"] == 0
+    assert await hold.cancel() is RunStatus.RUNNING
+    assert executions == []
+
+
+async def test_a_parent_cancelled_after_a_restart_still_stops_its_children(db_path: Path, sql: sqlite3.Connection) -> None:
+    executions.clear()
+    async with Engine(db_path) as engine:
+        run = await engine.start(fan_out, 3)
+        sleeping = "SELECT COUNT(*) FROM ops WHERE run_id LIKE ? AND kind = 'sleep'"
+        await until(lambda: sql.execute(sleeping, (f"{run.run_id}~%",)).fetchone() == (3,), what="three sleeping children")
+    async with Engine(db_path) as engine:
+        await until(lambda: engine.stats()["active_runs"] == 4, what="the parent and its children to resume")
+        assert await engine.get_run(run.run_id).cancel() is RunStatus.RUNNING
+        assert engine.stats()["active_runs"] == 0
+    assert children_of(sql, run.run_id) == [(f"{run.run_id}~{i}", "cancelled") for i in range(3)]
+    assert sorted(executions) == ["add_one 0", "add_one 1", "add_one 2"]

@@ -249,3 +249,17 @@ async def test_a_queued_run_waits_pending_until_its_slot(engine: Engine, sql: sq
 
     await until(idle, what="the queue to be idle")
     assert engine.stats()["queued_runs"] == 0
+
+
+async def test_a_better_priority_arriving_for_a_waiting_key_goes_first(engine: Engine) -> None:
+    order_log.clear()
+    engine.queue("mixed", concurrency=1, per_key_concurrency=1)
+    hold = await engine.start(blocker.with_options(queue="mixed", queue_key="z"))
+    runs = [
+        await engine.start(recorded.with_options(queue="mixed", queue_key=key, priority=priority), n)
+        for n, (key, priority) in enumerate([("a", 5), ("a", 1), ("b", 3), (None, None)])
+    ]
+    assert [(await run.describe()).queue_position for run in runs] == [4, 2, 3, 1]
+    await hold.cancel()
+    assert await asyncio.gather(*(run.result() for run in runs)) == [0, 1, 2, 3]
+    assert order_log == [3, 1, 2, 0]
