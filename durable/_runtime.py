@@ -262,6 +262,8 @@ class RunContext:
         self._end_streams_and_stop()
 
     def _end_streams_and_stop(self) -> None:
+        if self.phase is Phase.DETACHED:
+            return  # the engine closed while the final status was committing: the run stopped then, and is over
         self._move(Phase.ENDED)
         self.host.hub.close(self.run_id)
         self._stopped()
