@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from durable import Engine, sleep, step, tune_gc, workflow
+from durable import Engine, sleep, start_child, step, tune_gc, workflow
 
 lateness: list[float] = []
 woken = {"count": 0, "target": 0}
@@ -67,6 +67,30 @@ async def park_wf() -> None:
     if reached["count"] >= reached["target"]:
         all_reached.set()
     await pending
+
+
+body_started: dict[int, float] = {}
+queue_open = asyncio.Event()
+
+
+@workflow(name="bench.queued")
+async def queued_wf(n: int) -> None:
+    body_started[n] = time.perf_counter()
+    await queue_open.wait()  # the first run holds the slot until every run is queued
+    await noop(n)
+
+
+@workflow(name="bench.child")
+async def child_wf(n: int) -> int:
+    for i in range(5):
+        await noop(i)
+    return n
+
+
+@workflow(name="bench.fanout")
+async def fanout_wf(count: int) -> int:
+    children = await asyncio.gather(*(start_child(child_wf, i) for i in range(count)))
+    return sum(await asyncio.gather(*(child.result() for child in children)))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -234,6 +258,49 @@ async def serial_figures(d: Path, k: int) -> dict[str, Any]:
     return out
 
 
+async def queue_dispatch(db: Path, n: int) -> tuple[list[float], list[float]]:
+    """Slot freed (a run of a concurrency-1 queue stopped) to the next run launched, and to its body's first line.
+
+    The first figure is the scheduler's own latency; the second adds the next run's
+    ``running`` commit (one fsync). The two ends are timed by wrapping the queue
+    scheduler's release and launch on this engine instance: bench instrumentation only.
+    """
+    body_started.clear()
+    queue_open.clear()
+    async with Engine(db) as engine:
+        engine.queue("bench", concurrency=1)
+        queues = engine._runs.queues
+        freed: list[float] = []
+        launched: dict[str, float] = {}
+        release, launch = queues.release, queues._launch
+
+        def timed_release(run_id: str) -> None:
+            freed.append(time.perf_counter())
+            release(run_id)
+
+        def timed_launch(run: Any) -> None:
+            launched[run.run_id] = time.perf_counter()
+            launch(run)
+
+        queues.release = timed_release  # type: ignore[method-assign]
+        queues._launch = timed_launch
+        runs = [await engine.start(queued_wf.with_options(queue="bench"), i) for i in range(n)]
+        queue_open.set()
+        await asyncio.gather(*(run.result() for run in runs))
+        # Run i was launched by the release of run i - 1, the i-th release.
+        gaps = [(launched[runs[i].run_id] - freed[i - 1]) * 1000 for i in range(1, n)]
+        to_body = [(body_started[i] - freed[i - 1]) * 1000 for i in range(1, n)]
+        return gaps, to_body
+
+
+async def child_fanout(db: Path, count: int) -> float:
+    async with Engine(db) as engine:
+        t0 = time.perf_counter()
+        run = await engine.start(fanout_wf, count)
+        assert await run.result() == sum(range(count))
+        return time.perf_counter() - t0
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -267,6 +334,11 @@ async def main() -> None:
         out["cancel_latency_ms_p50"] = round(pct(cancels, 0.5), 3)
         out["cancel_latency_ms_p99"] = round(pct(cancels, 0.99), 3)
         out["recovery_s"] = round(await recovery(d / "recover.db", 10000 // k), 3)
+        gaps, to_body = await queue_dispatch(d / "queue.db", 1000 // k)
+        out["queue_dispatch_ms_p50"] = round(pct(gaps, 0.5), 3)
+        out["queue_dispatch_ms_p99"] = round(pct(gaps, 0.99), 3)
+        out["queue_dispatch_to_body_ms_p99"] = round(pct(to_body, 0.99), 3)
+        out["child_fanout_s"] = round(await child_fanout(d / "fanout.db", 1000 // k), 3)
         out["pid_fds"] = len(os.listdir("/proc/self/fd"))
     print(orjson.dumps(out).decode())
 

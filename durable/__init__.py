@@ -1,9 +1,11 @@
 """Durable workflows on SQLite: steps, sleeps and streams that survive crashes and restarts."""
 
+from ._children import ChildRun, start_child
 from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_workflow_metadata
 from ._engine import Engine, Run
 from ._errors import (
     CannotCancel,
+    ChildCancelled,
     DatabaseLocked,
     DuplicateWorkflow,
     DurableError,
@@ -12,6 +14,7 @@ from ._errors import (
     NonDeterminismError,
     RetryableError,
     RunCancelled,
+    RunConflict,
     RunFailed,
     RunNotFound,
     StepFailed,
@@ -19,7 +22,9 @@ from ._errors import (
 from ._gc import tune_gc
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._operations import StreamWriter, get_resources, get_writable, now, sleep
+from ._options import WorkflowWithOptions
 from ._passing import StreamReader
+from ._queues import Queue
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
@@ -28,6 +33,8 @@ from ._values import register_type, serializable
 __all__ = [
     "AttemptInfo",
     "CannotCancel",
+    "ChildCancelled",
+    "ChildRun",
     "DatabaseLocked",
     "DuplicateWorkflow",
     "DurableError",
@@ -36,9 +43,11 @@ __all__ = [
     "FatalError",
     "NonDeterminismError",
     "OperationInfo",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",
+    "RunConflict",
     "RunFailed",
     "RunInfo",
     "RunNotFound",
@@ -51,6 +60,7 @@ __all__ = [
     "StreamWriter",
     "WorkflowFunction",
     "WorkflowMetadata",
+    "WorkflowWithOptions",
     "get_resources",
     "get_step_metadata",
     "get_workflow_metadata",
@@ -60,6 +70,7 @@ __all__ = [
     "register_type",
     "serializable",
     "sleep",
+    "start_child",
     "step",
     "tune_gc",
     "workflow",
