@@ -124,6 +124,7 @@ class RunContext:
         self.waits: set[asyncio.Future[None]] = set()
         self._prune_waits_at = 8
         self._stop_waiters: list[asyncio.Future[None]] = []
+        self._write_refused = False
 
     def __repr__(self) -> str:
         return f"<run {self.run_id}>"
@@ -208,7 +209,10 @@ class RunContext:
     def accepts_writes(self) -> bool:
         """False once a write failed: writes queued behind it must not land (they would
         leave the journal with a later write and not an earlier one)."""
-        return self.phase is not Phase.FAULTED
+        return not self._write_refused and self.phase is not Phase.FAULTED
+
+    def write_failed(self) -> None:
+        self._write_refused = True  # set on the writer thread, before the loop hears of it
 
     def _commit_failed(self, exc: BaseException) -> None:
         if self.phase.stopped:
