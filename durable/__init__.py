@@ -1,4 +1,4 @@
-"""Durable workflows on SQLite: steps, sleeps and streams that survive crashes and restarts."""
+"""Durable workflows on SQLite: steps, sleeps, streams and hooks that survive crashes and restarts."""
 
 from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_workflow_metadata
 from ._engine import Engine, Run
@@ -9,6 +9,9 @@ from ._errors import (
     DurableError,
     EngineClosed,
     FatalError,
+    HookConflict,
+    HookNotFound,
+    HookTimeout,
     NonDeterminismError,
     RetryableError,
     RunCancelled,
@@ -17,11 +20,15 @@ from ._errors import (
     StepFailed,
 )
 from ._gc import tune_gc
+from ._hook_registry import HookInfo
+from ._hooks import Hook, create_hook
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._operations import StreamWriter, get_resources, get_writable, now, sleep
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
+from ._typed_hooks import HookDefinition, define_hook
+from ._webhooks import Webhook, WebhookRequest, WebhookResponse, create_webhook
 
 __all__ = [
     "AttemptInfo",
@@ -32,6 +39,12 @@ __all__ = [
     "Engine",
     "EngineClosed",
     "FatalError",
+    "Hook",
+    "HookConflict",
+    "HookDefinition",
+    "HookInfo",
+    "HookNotFound",
+    "HookTimeout",
     "NonDeterminismError",
     "OperationInfo",
     "RetryableError",
@@ -46,8 +59,14 @@ __all__ = [
     "StepMetadata",
     "StreamChunk",
     "StreamWriter",
+    "Webhook",
+    "WebhookRequest",
+    "WebhookResponse",
     "WorkflowFunction",
     "WorkflowMetadata",
+    "create_hook",
+    "create_webhook",
+    "define_hook",
     "get_resources",
     "get_step_metadata",
     "get_workflow_metadata",

@@ -30,6 +30,7 @@ from ._streams import StreamChunk, StreamHub
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
+    from ._hook_registry import HookRegistry
     from ._registry import StepFunction, WorkflowFunction
 
 log = logging.getLogger("durable")
@@ -43,6 +44,7 @@ class RunHost(Protocol):
     journal: Journal
     timers: TimerQueue
     hub: StreamHub
+    hooks: HookRegistry
     resources: Any
 
     def run_stopped(self, run: RunContext) -> None:
@@ -97,6 +99,7 @@ class RunContext:
         self.step_parts = replay.step_parts
         self.closed_here: set[str] = set()  # closed by this execution: writing to them is an error
         self.closed_committed = replay.closed  # closed in the journal: their readers end
+        self.received = replay.received  # hook payloads (their index) by the receive that got them
         self.next_seq = 0
         # The run's deterministic clock: its start, then the completion time of each
         # result the body got (the same values live and on replay).

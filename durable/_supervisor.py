@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from ._errors import CannotCancel, EngineClosed, RunNotFound
+from ._hook_registry import HookRegistry
 from ._journal import Journal
 from ._models import RunStatus
 from ._phase import Phase
@@ -75,6 +76,11 @@ class RunSupervisor:
         self._faults = _FaultRecovery()
         # Runs cancelled while no context held them: a resume registers them as cancelled.
         self._cancelled_inactive: set[str] = set()
+        self.hooks = HookRegistry(journal, self._run_is_over)
+
+    def _run_is_over(self, run_id: str) -> bool:
+        run = self.active.get(run_id)
+        return run is not None and run.status.is_terminal
 
     # -- RunHost --------------------------------------------------------------
 
@@ -83,6 +89,7 @@ class RunSupervisor:
         if self.active.get(run_id) is run:
             del self.active[run_id]
         if run.phase is Phase.ENDED:
+            self.hooks.release_run(run_id)  # the journal released them with the final status
             if self._faults.backoff:
                 self._faults.backoff.pop(run_id, None)
             if self._waiters:
@@ -272,6 +279,7 @@ class RunSupervisor:
         # From here on a resume that read the run before this commit still registers
         # it as cancelled: the set is checked when it registers.
         self._cancelled_inactive.add(run_id)
+        self.hooks.release_run(run_id)  # the status commit releases them in the journal
         try:
             await self.journal.commit(
                 [self.journal.run_cancelled(run_id, time.time())],
