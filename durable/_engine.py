@@ -165,8 +165,7 @@ class Engine:
         An unknown or released token raises ``HookNotFound`` and stores nothing.
         """
         self._check_open()
-        entry = self._runs.hooks.active(token, "hook")
-        await self._runs.hooks.deliver(entry, payload, idempotency_key)
+        entry = await self._runs.hooks.resume(token, "hook", payload, idempotency_key)
         return entry.info()
 
     async def resume_webhook(

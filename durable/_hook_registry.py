@@ -217,21 +217,23 @@ class HookRegistry:
             raise HookNotFound(token, kind)
         return entry
 
-    async def deliver(
-        self, entry: ActiveHook, value: Any, key: str | None, on_index: Callable[[int], None] | None = None
-    ) -> int | None:
-        """Store a payload of ``entry`` (committed on return); its index, ``None`` for a repeated key.
+    async def resume(
+        self, token: str, kind: str, value: Any, key: str | None, on_index: Callable[[int], None] | None = None
+    ) -> ActiveHook:
+        """Store a payload for the active hook (of ``kind``) holding ``token``: committed on return.
 
-        ``on_index`` learns the index before the payload can reach the run.
+        A repeated ``key`` stores nothing. ``on_index`` learns the payload's index
+        before the payload can reach the run.
         """
         data = dumps(value)  # pass by value, and a TypeError before anything is written
+        entry = self.active(token, kind)
         if entry.validate is not None:
             entry.validate(loads(data))  # a typed hook: ValueError naming the field, nothing stored
         if key is not None and key in entry.keys:
             first = entry.keys[key]
             if first is not None:
                 await asyncio.shield(first)
-            return None
+            return entry
         index = entry.next_index
         entry.next_index += 1
         if on_index is not None:
@@ -243,11 +245,11 @@ class HookRegistry:
             await commit
         except Exception as exc:
             if is_hook_released(exc):
-                raise HookNotFound(entry.token, entry.kind) from None
+                raise HookNotFound(token, kind) from None
             raise
         if key is not None and entry.keys.get(key) is commit:
             entry.keys[key] = None
-        return index
+        return entry
 
     def _store(self, entry: ActiveHook, payload: Payload, key: str | None) -> asyncio.Future[None]:
         channel = entry.channel

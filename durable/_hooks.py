@@ -97,15 +97,16 @@ class _Receive:
     def bound(self, payload: Payload, taken_at: float | None = None) -> None:
         if self.state is _State.WITHDRAWN:
             self.state = _State.DONE
-            self.hook.give_back(self.seq, payload)
+            self.hook.give_back(self, payload)
             return
         self.state = _State.BOUND
         self.payload = payload
         self._end_wake()
         moment = payload.received_at if taken_at is None else taken_at
-        self.hook.run.deliver_live(moment, self.hand_over)
+        self.hook.hand_over_at(self, moment)
 
     def unbound(self) -> None:
+        self.hook.flight_over(self)
         if self.state is _State.WITHDRAWN:
             self.state = _State.DONE
         elif self.state is _State.BINDING:
@@ -113,8 +114,12 @@ class _Receive:
             self.hook.wait_again(self)
 
     def hand_over(self) -> None:
-        """Give the bound payload to the body (unless it cancelled the receive meanwhile)."""
-        if self.future.done() or self.payload is None:
+        """Give the bound payload (or the timeout) to the body, unless it cancelled the receive meanwhile."""
+        if self.future.done():
+            return
+        if self.payload is None:
+            self.state = _State.DONE
+            self.future.set_exception(HookTimeout(self.hook.token, self.timeout or "its timeout"))
             return
         self.state = _State.DONE
         try:
@@ -123,6 +128,7 @@ class _Receive:
             self.future.set_exception(exc)
         else:
             self.future.set_result(value)
+        self.hook.flight_over(self)
 
     # -- the run's side: cancellation, the deadline, the body giving up ---------------
 
@@ -139,10 +145,9 @@ class _Receive:
         self.hook.record_timeout(self)
 
     def timed_out(self) -> None:
-        self.state = _State.DONE
+        self.state = _State.BOUND  # bound to its timeout
         assert self.deadline is not None
-        error = HookTimeout(self.hook.token, self.timeout or "its timeout")
-        self.hook.run.deliver_live(self.deadline, lambda: _settle_error(self.future, error))
+        self.hook.hand_over_at(self, self.deadline)
 
     def end(self, error: BaseException) -> None:
         self.state = _State.DONE
@@ -161,7 +166,7 @@ class _Receive:
             self.state = _State.WITHDRAWN
         elif state is _State.BOUND and self.payload is not None:
             self.state = _State.DONE
-            self.hook.give_back(self.seq, self.payload)
+            self.hook.give_back(self, self.payload)
 
     def _end_wake(self) -> None:
         wake = self.wake
@@ -193,6 +198,9 @@ class Hook(Generic[T]):
         self._convert = convert
         self._label = receive_name(seq)
         self._waiting: deque[_Receive] = deque()
+        # The one payload on its way to the body (being committed or handed over). Others
+        # wait until it arrived: one the body gives back then still comes first.
+        self._in_flight: _Receive | None = None
         self._awaited = False
         if entry is not None:
             entry.channel = self
@@ -251,7 +259,7 @@ class Hook(Generic[T]):
         entry = self._entry
         if entry is None:
             self._end(receive)
-        elif entry.buffer:
+        elif entry.buffer and self._in_flight is None:
             self._take_buffered(receive, entry)
         else:
             self._wait_for_payload(receive, durable_deadline)
@@ -281,6 +289,7 @@ class Hook(Generic[T]):
     def _take_buffered(self, receive: _Receive, entry: ActiveHook) -> None:
         payload = entry.buffer.pop(0)
         receive.state = _State.BINDING
+        self._in_flight = receive
         run = self.run
         taken_at = time.time()
         journal = run.host.journal
@@ -295,17 +304,23 @@ class Hook(Generic[T]):
     # -- the registry's Channel -----------------------------------------------------
 
     def receiver_for(self, payload: Payload) -> _Receive | None:
-        if self.run.phase.stopped or not self._waiting:
+        if self._in_flight is not None or self.run.phase.stopped or not self._waiting:
             return None
         receive = self._waiting.popleft()
         receive.state = _State.BINDING
+        self._in_flight = receive
         return receive
 
     def offer(self) -> None:
         entry = self._entry
-        while entry is not None and entry.buffer and self._waiting and not self.run.phase.stopped:
-            receive = self._waiting.popleft()
-            self._take_buffered(receive, entry)
+        if self._in_flight is None and entry is not None and entry.buffer and self._waiting and not self.run.phase.stopped:
+            self._take_buffered(self._waiting.popleft(), entry)
+
+    def flight_over(self, receive: _Receive) -> None:
+        """``receive`` no longer carries a payload to the body: the next one may go."""
+        if self._in_flight is receive:
+            self._in_flight = None
+            self.offer()
 
     # -- helpers of the receives ------------------------------------------------------
 
@@ -332,13 +347,20 @@ class Hook(Generic[T]):
         if not receive.future.cancelled():
             receive.future.exception()  # raised where it is awaited; a run that ended awaits nothing: no log
 
-    def give_back(self, seq: int, payload: Payload) -> None:
-        """A receive the body cancelled had taken ``payload``: free it for the next one."""
+    def give_back(self, receive: _Receive, payload: Payload) -> None:
+        """A receive the body cancelled had taken ``payload``: free it for the next one, first."""
         run = self.run
         journal = run.host.journal
-        journal.commit_then([journal.payload_returned(run.run_id, self.seq, payload.index, seq)], _nothing, run._commit_failed)
+        returned = journal.payload_returned(run.run_id, self.seq, payload.index, receive.seq)
+        journal.commit_then([returned], _nothing, run._commit_failed)
+        if self._in_flight is receive:
+            self._in_flight = None
         if self._entry is not None:
-            self._entry.put_back(payload)
+            self._entry.put_back(payload)  # and offers it
+
+    def hand_over_at(self, receive: _Receive, moment: float) -> None:
+        """Hand over what completed at ``moment`` (its record committed), in turn if a replay is going on."""
+        self.run.deliver_live(moment, receive.hand_over)
 
     def record_timeout(self, receive: _Receive) -> None:
         run = self.run

@@ -38,13 +38,18 @@ def _check_simple(where: str, value: Any, hint: type) -> Any:
 
 
 def _check_union(where: str, value: Any, options: tuple[Any, ...]) -> Any:
+    if value is None and type(None) in options:
+        return None
+    candidates = [option for option in options if option is not type(None)]  # an optional field's value
     errors = []
-    for option in options:
+    for option in candidates:
         try:
             return _check(where, value, option)
         except ValueError as exc:
             errors.append(str(exc))
-    raise ValueError(errors[0] if len(errors) == 1 else f"{where}: matches none of {', '.join(_name(o) for o in options)}")
+    if len(errors) == 1:
+        raise ValueError(errors[0])
+    raise ValueError(f"{where}: matches none of {', '.join(_name(o) for o in options)}, got {value!r:.60}")
 
 
 def _check_items(where: str, value: Any, origin: Any, args: tuple[Any, ...]) -> Any:

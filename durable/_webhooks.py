@@ -191,17 +191,17 @@ async def resume_webhook(
     """Deliver an HTTP request to the webhook holding ``token``; the response for its caller."""
     entry = registry.active(token, "webhook")
     payload = _request_payload(method, url, headers, body)
-    manual = entry.respond_with == MANUAL
     request_id = ""
     waiting: asyncio.Future[Any] | None = None
 
     def expect(index: int) -> None:
         nonlocal request_id, waiting
-        request_id = f"{entry.run_id}:{entry.seq}:{index}"
-        waiting = registry.expect_response(entry.run_id, request_id)
+        if entry.respond_with == MANUAL:
+            request_id = f"{entry.run_id}:{entry.seq}:{index}"
+            waiting = registry.expect_response(entry.run_id, request_id)
 
     try:
-        await registry.deliver(entry, payload, None, expect if manual else None)
+        await registry.resume(token, "webhook", payload, None, expect)
         if waiting is None:
             return _static_response(entry.respond_with)
         try:
