@@ -448,13 +448,13 @@ async def typed(token: str) -> list[Any]:
 async def test_typed_hook_validates_caller_side_and_converts(engine: Engine, sql: sqlite3.Connection) -> None:
     run = await engine.start(typed, "typed")
     await hook_ready(engine, "typed")
-    with pytest.raises(ValueError, match="^approved: expected bool, got str 'yes'$"):
+    with pytest.raises(ValueError, match=r"^approved: expected bool, got str 'yes'$"):
         await Approve.resume(engine, "typed", {"approved": "yes"})
-    with pytest.raises(ValueError, match="^approved: required field of Approval is missing$"):
+    with pytest.raises(ValueError, match=r"^approved: required field of Approval is missing$"):
         await Approve.resume(engine, "typed", {"comment": "x"})
-    with pytest.raises(ValueError, match="^colour: unknown field of Approval$"):
+    with pytest.raises(ValueError, match=r"^colour: unknown field of Approval$"):
         await Approve.resume(engine, "typed", {"approved": True, "colour": "red"})
-    with pytest.raises(ValueError, match="^reviewers: expected a list, got str$"):
+    with pytest.raises(ValueError, match=r"^reviewers: expected a list, got str$"):
         await Approve.resume(engine, "typed", {"approved": True, "reviewers": "ann"})
     # A live typed hook checks plain resume_hook calls too.
     with pytest.raises(ValueError, match=r"^reviewers\[1\]: expected str, got int 2$"):
@@ -482,7 +482,7 @@ async def validated() -> int:
 async def test_validator_hook(engine: Engine) -> None:
     run = await engine.start(validated)
     await hook_ready(engine, "amount")
-    with pytest.raises(ValueError, match="^amount: expected a positive integer, got -3$"):
+    with pytest.raises(ValueError, match=r"^amount: expected a positive integer, got -3$"):
         await Amount.resume(engine, "amount", -3)
     await Amount.resume(engine, "amount", 21)
     assert await run.result(timeout=5) == 42

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from proc import ROOT, until
 
 from durable import (
     DatabaseLocked,
@@ -28,8 +29,6 @@ from durable import (
 )
 from durable._registry import WorkflowCatalog
 from invoices import create_app
-
-from proc import ROOT, until
 
 HOLDER = """
 import asyncio, sys
@@ -159,7 +158,7 @@ def test_an_engine_scope_refuses_two_workflows_under_one_name() -> None:
 async def test_scoped_engine_starts_only_its_workflows(db_path: Path) -> None:
     async with Engine(db_path, workflows=[first_wf]) as engine:
         assert await (await engine.start(first_wf, "a")).result() == "a"
-        with pytest.raises(ValueError, match="'ownership.second' is not one of this engine's workflows"):
+        with pytest.raises(ValueError, match=r"'ownership.second' is not one of this engine's workflows"):
             await engine.start(second_wf, "b")
         assert [info.workflow_name for info in await engine.list_runs()] == ["ownership.first"]
 
