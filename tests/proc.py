@@ -13,11 +13,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-async def spawn_child(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """Start tests/crash_child.py and wait for its 'started <run id>' line."""
+async def spawn_child(*args: str, script: str = "crash_child.py") -> tuple[asyncio.subprocess.Process, str]:
+    """Start a child script of tests/ (crash_child.py by default) and wait for its 'started <run id>' line."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "crash_child.py"), *args, stdout=asyncio.subprocess.PIPE, env=env
+        sys.executable, str(HERE / script), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
     )
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
