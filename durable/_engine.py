@@ -161,11 +161,19 @@ class Engine:
     async def resume_hook(self, token: str, payload: Any = None, *, idempotency_key: str | None = None) -> HookInfo:
         """Send ``payload`` to the hook holding ``token``: committed before this returns.
 
-        A repeated ``idempotency_key`` stores nothing and returns the same ``HookInfo``.
+        A repeated ``idempotency_key`` stores nothing and returns the same ``HookInfo``
+        (also once the hook was released).
         An unknown or released token raises ``HookNotFound`` and stores nothing.
         """
         self._check_open()
-        entry = await self._runs.hooks.resume(token, "hook", payload, idempotency_key)
+        try:
+            entry = await self._runs.hooks.resume(token, "hook", payload, idempotency_key)
+        except HookNotFound:
+            # A retry of a request that got through, after the hook was released.
+            row = None if idempotency_key is None else await self._journal.hook_by_payload_key(token, idempotency_key)
+            if row is None:
+                raise
+            return hook_info(row)
         return entry.info()
 
     async def resume_webhook(

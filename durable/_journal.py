@@ -375,6 +375,15 @@ class Journal:
         """``HOOK_COLUMNS`` of the active hook holding ``token``."""
         return await self._fetchone(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE token = ? AND released_at IS NULL", (token,))
 
+    async def hook_by_payload_key(self, token: str, key: str) -> tuple[Any, ...] | None:
+        """``HOOK_COLUMNS`` of the latest hook with ``token`` (active or not) holding a payload with idempotency ``key``."""
+        return await self._fetchone(
+            f"SELECT {', '.join('h.' + c for c in HOOK_COLUMNS.split(', '))} FROM hooks h"
+            " JOIN hook_payloads p ON p.run_id = h.run_id AND p.seq = h.seq"
+            " WHERE h.token = ? AND p.idempotency_key = ? ORDER BY h.created_at DESC LIMIT 1",
+            (token, key),
+        )
+
     async def list_hooks(self, run_id: str | None) -> list[tuple[Any, ...]]:
         """``HOOK_COLUMNS`` of the active hooks (of one run), oldest first."""
         if run_id is None:

@@ -289,6 +289,8 @@ class RunContext:
         self._end_streams_and_stop()
 
     def _end_streams_and_stop(self) -> None:
+        if self.phase is Phase.DETACHED:
+            return  # the engine closed while the final status was committing: nothing is left to stop
         self._move(Phase.ENDED)
         self.host.hub.close(self.run_id)
         self._stopped()

@@ -103,6 +103,7 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX hooks_active_token ON hooks (token) WHERE released_at IS NULL;
     CREATE INDEX hooks_active_by_run ON hooks (run_id) WHERE released_at IS NULL;
+    CREATE INDEX hooks_by_token ON hooks (token, created_at);
 
     CREATE TABLE hook_payloads (
         run_id          TEXT NOT NULL,
