@@ -231,25 +231,28 @@ class HookRegistry:
             entry.validate(loads(data))  # a typed hook: ValueError naming the field, nothing stored
         if key is not None and key in entry.keys:
             first = entry.keys[key]
-            if first is not None:
+            if first is not None:  # the first payload with this key is committing: its outcome is ours
                 await asyncio.shield(first)
             return entry
         index = entry.next_index
         entry.next_index += 1
         if on_index is not None:
             on_index(index)
-        commit = self._store(entry, Payload(index, data, time.time()), key)
+        await self._committed(entry, Payload(index, data, time.time()), key)
+        return entry
+
+    async def _committed(self, entry: ActiveHook, payload: Payload, key: str | None) -> None:
+        commit = self._store(entry, payload, key)
         if key is not None:
             entry.keys[key] = commit
         try:
             await commit
         except Exception as exc:
             if is_hook_released(exc):
-                raise HookNotFound(token, kind) from None
+                raise HookNotFound(entry.token, entry.kind) from None
             raise
         if key is not None and entry.keys.get(key) is commit:
             entry.keys[key] = None
-        return entry
 
     def _store(self, entry: ActiveHook, payload: Payload, key: str | None) -> asyncio.Future[None]:
         channel = entry.channel

@@ -64,36 +64,52 @@ def _check_items(where: str, value: Any, origin: Any, args: tuple[Any, ...]) -> 
     return {key: _check(f"{where}[{key!r}]", item, args[1]) for key, item in value.items()}
 
 
+def _check_literal(where: str, value: Any, options: tuple[Any, ...]) -> Any:
+    if value not in options:
+        raise ValueError(f"{where}: expected one of {', '.join(map(repr, options))}, got {value!r:.60}")
+    return value
+
+
 def _check(where: str, value: Any, hint: Any) -> Any:
     """``value`` checked against the type ``hint`` (and converted: dataclasses built, ints to floats)."""
-    origin = get_origin(hint)
     if hint is Any or hint is object:
         return value
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return build(hint, value, f"{where}.")
-    if origin in (Union, types.UnionType):
-        return _check_union(where, value, get_args(hint))
-    if origin is Literal:
-        if value not in get_args(hint):
-            raise ValueError(f"{where}: expected one of {', '.join(map(repr, get_args(hint)))}, got {value!r:.60}")
-        return value
-    if origin in (list, dict) or hint in (list, dict):
-        return _check_items(where, value, origin or hint, get_args(hint))
+    origin = get_origin(hint)
+    if origin is not None or hint in (list, dict):
+        return _check_generic(where, value, hint, origin)
     if hint in _SIMPLE:
         return _check_simple(where, value, hint)
     return value  # a type this checker does not know: accepted as is
+
+
+def _check_generic(where: str, value: Any, hint: Any, origin: Any) -> Any:
+    if origin in (Union, types.UnionType):
+        return _check_union(where, value, get_args(hint))
+    if origin is Literal:
+        return _check_literal(where, value, get_args(hint))
+    if origin in (list, dict) or hint in (list, dict):
+        return _check_items(where, value, origin or hint, get_args(hint))
+    return value
+
+
+def _fields(cls: type[Any], value: Any, prefix: str) -> dict[str, dataclasses.Field[Any]]:
+    """The init fields of ``cls``, once ``value`` is an object with none they lack."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'payload'}: expected an object with the fields of {cls.__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ValueError(f"{prefix}{unknown[0]}: unknown field of {cls.__name__}")
+    return fields
 
 
 def build(cls: type[T], value: Any, prefix: str = "") -> T:
     """An instance of the dataclass ``cls`` from a JSON object; ValueError naming the field that does not fit."""
     if isinstance(value, cls):
         return value
-    if not isinstance(value, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'payload'}: expected an object with the fields of {cls.__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ValueError(f"{prefix}{unknown[0]}: unknown field of {cls.__name__}")
+    fields = _fields(cls, value, prefix)
     hints = typing.get_type_hints(cls)
     checked = {}
     for name, spec in fields.items():
