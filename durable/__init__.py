@@ -19,6 +19,7 @@ from ._errors import (
     RunNotFound,
     StepFailed,
 )
+from ._fetch import FetchResponse, fetch
 from ._gc import tune_gc
 from ._hook_registry import HookInfo
 from ._hooks import Hook, create_hook
@@ -39,6 +40,7 @@ __all__ = [
     "Engine",
     "EngineClosed",
     "FatalError",
+    "FetchResponse",
     "Hook",
     "HookConflict",
     "HookDefinition",
@@ -67,6 +69,7 @@ __all__ = [
     "create_hook",
     "create_webhook",
     "define_hook",
+    "fetch",
     "get_resources",
     "get_step_metadata",
     "get_workflow_metadata",

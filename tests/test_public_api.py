@@ -6,6 +6,9 @@ from durable import (
     DurableError,
     EngineClosed,
     FatalError,
+    HookConflict,
+    HookNotFound,
+    HookTimeout,
     NonDeterminismError,
     RetryableError,
     RunCancelled,
@@ -27,6 +30,7 @@ def test_public_surface_is_pinned() -> None:
         "Engine",
         "EngineClosed",
         "FatalError",
+        "FetchResponse",
         "Hook",
         "HookConflict",
         "HookDefinition",
@@ -55,6 +59,7 @@ def test_public_surface_is_pinned() -> None:
         "create_hook",
         "create_webhook",
         "define_hook",
+        "fetch",
         "get_resources",
         "get_step_metadata",
         "get_workflow_metadata",
@@ -71,7 +76,8 @@ def test_public_surface_is_pinned() -> None:
 
 
 def test_error_tree() -> None:
-    for cls in (FatalError, RetryableError, StepFailed, RunFailed, RunNotFound, CannotCancel, NonDeterminismError, EngineClosed):
+    errors = (FatalError, RetryableError, StepFailed, RunFailed, RunNotFound, CannotCancel, NonDeterminismError, EngineClosed)
+    for cls in (*errors, HookConflict, HookNotFound, HookTimeout):
         assert issubclass(cls, DurableError)
     assert issubclass(DurableError, Exception)
     assert issubclass(RunCancelled, BaseException)
@@ -93,3 +99,17 @@ def test_error_messages_name_ids_and_remedy() -> None:
     failed = StepFailed("mod.charge", "ValueError", "bad card")
     assert (failed.step_name, failed.error_type, failed.message) == ("mod.charge", "ValueError", "bad card")
     assert str(failed) == "Step mod.charge failed: ValueError: bad card"
+
+
+def test_hook_error_messages() -> None:
+    conflict = HookConflict("review:d1", "wrun_X")
+    assert (conflict.token, conflict.run_id) == ("review:d1", "wrun_X")
+    assert str(conflict) == (
+        "Hook token 'review:d1' is held by an active hook of workflow run wrun_X: "
+        "wait until that run ends or disposes its hook, or use another token."
+    )
+    assert str(HookNotFound("t")) == (
+        "No active hook has the token 't': it was never created, was disposed, or its run has ended."
+    )
+    assert str(HookNotFound("x" * 300, "webhook")).startswith("No active webhook has the token '" + "x" * 100 + "...'")
+    assert str(HookTimeout("t", "7 days")) == "Hook 't' received no payload within 7 days"
