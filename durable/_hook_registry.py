@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from ._errors import HookNotFound
+from ._errors import EngineClosed, HookNotFound
 from ._journal import Journal, is_hook_released
 from ._serde import dumps, loads, to_datetime
 
@@ -162,7 +162,8 @@ class HookRegistry:
         self._by_run.clear()
         for futures in self._responses.values():
             for future in futures.values():
-                future.cancel()
+                if not future.done():
+                    future.set_exception(EngineClosed("The engine closed while a webhook waited for its response."))
         self._responses.clear()
 
     # -- tokens -----------------------------------------------------------------

@@ -500,3 +500,38 @@ async def test_hooks_are_per_engine(tmp_path: Path) -> None:
         await second.resume_hook("same", "b")
         assert [await run_a.result(timeout=5), await run_b.result(timeout=5)] == ["a", "b"]
         assert first.stats()["active_hooks"] == second.stats()["active_hooks"] == 0
+
+
+@step
+async def hook_in_step() -> str:
+    try:
+        create_hook(token="in-step")
+    except RuntimeError as exc:
+        return str(exc)
+    return "created"
+
+
+@workflow(name="hooks.in_step")
+async def in_step() -> list[str]:
+    hook = create_hook(token="body")
+    refused = [await hook_in_step()]
+
+    @step(name="hooks.receive_in_step")
+    async def receive_in_step() -> str:
+        try:
+            hook.wait()
+        except RuntimeError as exc:
+            return str(exc)
+        return "received"
+
+    refused.append(await receive_in_step())
+    return refused
+
+
+async def test_hooks_belong_to_the_workflow_body(engine: Engine) -> None:
+    run = await engine.start(in_step)
+    first, second = await run.result(timeout=5)
+    assert first == "create_hook() must be called in a workflow body, not in a step or outside a workflow"
+    assert second == f"<Hook 'body' of run {run.run_id}> can only be received from in the workflow body that created it"
+    with pytest.raises(RuntimeError, match=r"create_hook\(\) must be called in a workflow body"):
+        create_hook()

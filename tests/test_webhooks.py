@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from proc import until
 
 from durable import (
     Engine,
+    EngineClosed,
     HookNotFound,
     RunFailed,
     WebhookRequest,
@@ -315,3 +317,22 @@ async def test_invoices_mounts_webhooks_at_the_root_without_the_api_token(tmp_pa
                 assert (r.status, body["error"][:40]) == (404, "No active hook has the token 'unknown-to")
     finally:
         await server.close()
+
+
+async def test_closing_the_engine_ends_a_waiting_manual_webhook(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "closing.db")
+    async with engine:
+        await engine.start(silent, "wh-close", False)
+        await hook_ready(engine, "wh-close")
+        waiting = asyncio.ensure_future(engine.resume_webhook("wh-close", body=b"x", timeout=60))
+        await until(lambda: _payloads(engine.path) == 1, what="the request to be stored")
+    with pytest.raises(EngineClosed, match="while a webhook waited for its response"):
+        await waiting
+
+
+def _payloads(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM hook_payloads").fetchone()[0])
+    finally:
+        conn.close()

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from .._engine import Engine
-from .._errors import HookNotFound
+from .._errors import EngineClosed, HookNotFound
 from .._hook_registry import HookInfo
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HookRoutes", "hook_json"]
@@ -95,6 +95,8 @@ class HookRoutes:
             )
         except HookNotFound:
             return web.Response(status=404)
+        except EngineClosed:  # shutting down: the caller may try again
+            return web.Response(status=503, headers={"Retry-After": "1"})
         return web.Response(status=response.status, headers=response.headers, body=response.body)
 
     async def resume_hook(self, request: web.Request) -> web.StreamResponse:
