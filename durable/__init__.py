@@ -1,9 +1,11 @@
 """Durable workflows on SQLite: steps, sleeps, streams and hooks that survive crashes and restarts."""
 
+from ._children import ChildRun, start_child
 from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_workflow_metadata
 from ._engine import Engine, Run
 from ._errors import (
     CannotCancel,
+    ChildCancelled,
     DatabaseLocked,
     DuplicateWorkflow,
     DurableError,
@@ -15,6 +17,7 @@ from ._errors import (
     NonDeterminismError,
     RetryableError,
     RunCancelled,
+    RunConflict,
     RunFailed,
     RunNotFound,
     StepFailed,
@@ -25,15 +28,21 @@ from ._hook_registry import HookInfo
 from ._hooks import Hook, create_hook
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._operations import StreamWriter, get_resources, get_writable, now, sleep
+from ._options import WorkflowWithOptions
+from ._passing import StreamReader
+from ._queues import Queue
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
 from ._typed_hooks import HookDefinition, define_hook
+from ._values import register_type, serializable
 from ._webhooks import Webhook, WebhookRequest, WebhookResponse, create_webhook
 
 __all__ = [
     "AttemptInfo",
     "CannotCancel",
+    "ChildCancelled",
+    "ChildRun",
     "DatabaseLocked",
     "DuplicateWorkflow",
     "DurableError",
@@ -49,9 +58,11 @@ __all__ = [
     "HookTimeout",
     "NonDeterminismError",
     "OperationInfo",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",
+    "RunConflict",
     "RunFailed",
     "RunInfo",
     "RunNotFound",
@@ -60,12 +71,14 @@ __all__ = [
     "StepFunction",
     "StepMetadata",
     "StreamChunk",
+    "StreamReader",
     "StreamWriter",
     "Webhook",
     "WebhookRequest",
     "WebhookResponse",
     "WorkflowFunction",
     "WorkflowMetadata",
+    "WorkflowWithOptions",
     "create_hook",
     "create_webhook",
     "define_hook",
@@ -76,7 +89,10 @@ __all__ = [
     "get_writable",
     "now",
     "parse_duration",
+    "register_type",
+    "serializable",
     "sleep",
+    "start_child",
     "step",
     "tune_gc",
     "workflow",

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from ._context import current_run, current_step
 from ._errors import FatalError, RetryableError
 from ._registry import DEFAULT_MAX_RETRIES, StepFunction
-from ._serde import loads
 
 STEP_NAME = "durable.fetch"
 DEFAULT_TIMEOUT = 30.0
@@ -46,7 +46,7 @@ class FetchResponse:
 
     async def json(self) -> Any:
         """The body parsed as JSON."""
-        return loads(self.body)
+        return orjson.loads(self.body)
 
     def to_value(self) -> dict[str, Any]:
         return {"status": self.status, "headers": self.headers, "body": base64.b64encode(self.body).decode(), "url": self.url}

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 from ._errors import EngineClosed, HookNotFound
 from ._journal import Journal, is_hook_released
-from ._serde import dumps, loads, to_datetime
+from ._serde import to_datetime
+from ._values import decode, encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +119,8 @@ class ActiveHook:
 
 def _hook_from_row(row: tuple[Any, ...]) -> ActiveHook:
     token, run_id, seq, kind, metadata, respond_with, created_at = row
-    config = None if respond_with is None else loads(respond_with)
-    return ActiveHook(token, run_id, int(seq), kind, loads(metadata), config, created_at)
+    config = None if respond_with is None else decode(respond_with)
+    return ActiveHook(token, run_id, int(seq), kind, decode(metadata), config, created_at)
 
 
 def hook_info(row: tuple[Any, ...]) -> HookInfo:
@@ -226,10 +227,10 @@ class HookRegistry:
         A repeated ``key`` stores nothing. ``on_index`` learns the payload's index
         before the payload can reach the run.
         """
-        data = dumps(value)  # pass by value, and a TypeError before anything is written
+        data = encode(value, where="payload")  # pass by value, and a TypeError before anything is written
         entry = self.active(token, kind)
         if entry.validate is not None:
-            entry.validate(loads(data))  # a typed hook: ValueError naming the field, nothing stored
+            entry.validate(decode(data))  # a typed hook: ValueError naming the field, nothing stored
         if key is not None and key in entry.keys:
             first = entry.keys[key]
             if first is not None:  # the first payload with this key is committing: its outcome is ours

@@ -26,7 +26,8 @@ from ._context import current_run, current_step
 from ._errors import HookConflict, HookTimeout
 from ._hook_registry import ActiveHook, Payload
 from ._replay import Recorded, receive_name
-from ._serde import Duration, dumps, loads, parse_duration
+from ._serde import Duration, parse_duration
+from ._values import decode, encode
 
 if TYPE_CHECKING:
     from ._runtime import RunContext
@@ -123,7 +124,7 @@ class _Receive:
             return
         self.state = _State.DONE
         try:
-            value = self.hook.convert(loads(self.payload.data), self.payload.index)
+            value = self.hook.convert(decode(self.payload.data), self.payload.index)
         except Exception as exc:  # a typed hook's payload that does not fit: raised where it is awaited
             self.future.set_exception(exc)
         else:
@@ -284,7 +285,7 @@ class Hook(Generic[T]):
             run._arm(wake, deadline)
 
         statement = journal.receive_started(run.run_id, receive.seq, self._label, time.time(), deadline)
-        journal.commit_then([statement], committed, run._commit_failed)
+        journal.commit_then([statement], committed, run._commit_failed, run)
 
     def _take_buffered(self, receive: _Receive, entry: ActiveHook) -> None:
         payload = entry.buffer.pop(0)
@@ -299,7 +300,7 @@ class Hook(Generic[T]):
             bisect.insort(entry.buffer, payload, key=lambda p: p.index)  # still stored, still free
 
         statement = journal.payload_consumed(run.run_id, self.seq, payload.index, receive.seq, taken_at)
-        journal.commit_then([statement], lambda: receive.bound(payload, taken_at), failed)
+        journal.commit_then([statement], lambda: receive.bound(payload, taken_at), failed, run)
 
     # -- the registry's Channel -----------------------------------------------------
 
@@ -352,7 +353,7 @@ class Hook(Generic[T]):
         run = self.run
         journal = run.host.journal
         returned = journal.payload_returned(run.run_id, self.seq, payload.index, receive.seq)
-        journal.commit_then([returned], _nothing, run._commit_failed)
+        journal.commit_then([returned], _nothing, run._commit_failed, run)
         if self._in_flight is receive:
             self._in_flight = None
         if self._entry is not None:
@@ -367,7 +368,7 @@ class Hook(Generic[T]):
         journal = run.host.journal
         assert receive.deadline is not None
         statement = journal.receive_timed_out(run.run_id, receive.seq, receive.deadline)
-        journal.commit_then([statement], receive.timed_out, run._commit_failed)
+        journal.commit_then([statement], receive.timed_out, run._commit_failed, run)
 
     # -- releasing ------------------------------------------------------------------------
 
@@ -379,7 +380,7 @@ class Hook(Generic[T]):
         run = self.run
         run.host.hooks.release(entry)  # calls released()
         journal = run.host.journal
-        journal.commit_then([journal.hook_released(run.run_id, self.seq, time.time())], _nothing, run._commit_failed)
+        journal.commit_then([journal.hook_released(run.run_id, self.seq, time.time())], _nothing, run._commit_failed, run)
 
     def released(self) -> None:
         """The registry released the token (dispose, or the run ended): pending receives end."""
@@ -395,8 +396,8 @@ def _nothing() -> None:
 def new_hook(cls: type[Hook[Any]], token: str | None, metadata: Any, respond_with: Any, convert: Convert | None) -> Hook[Any]:
     """Create (or on replay, recreate) a hook of the current workflow body."""
     run = body_run(f"create_{cls.kind}()")
-    meta = dumps(metadata)  # a TypeError here, before anything is written
-    config = None if respond_with is None else dumps(respond_with)
+    meta = encode(metadata, where="metadata")  # a TypeError here, before anything is written
+    config = None if respond_with is None else encode(respond_with, where="respond_with")
     label = cls.kind if token is None else f"{cls.kind}:{_check_token(token)}"
     seq, rec = run._claim("hook", label)
     if rec is not None:
@@ -407,10 +408,10 @@ def new_hook(cls: type[Hook[Any]], token: str | None, metadata: Any, respond_wit
     now = time.time()
     holder = registry.holder(token)
     if holder is not None:
-        conflict = journal.hook_conflict(run.run_id, seq, label, dumps({"token": token, "owner": holder.run_id}), now)
-        journal.commit_then([conflict], _nothing, run._commit_failed)
+        conflict = journal.hook_conflict(run.run_id, seq, label, encode({"token": token, "owner": holder.run_id}), now)
+        journal.commit_then([conflict], _nothing, run._commit_failed, run)
         raise HookConflict(token, holder.run_id)
-    entry = ActiveHook(token, run.run_id, seq, cls.kind, loads(meta), respond_with, now)
+    entry = ActiveHook(token, run.run_id, seq, cls.kind, decode(meta), respond_with, now)
     registry.reserve(entry)
     hook = cls(run, seq, token, entry, convert, respond_with)
 
@@ -418,14 +419,14 @@ def new_hook(cls: type[Hook[Any]], token: str | None, metadata: Any, respond_wit
         registry.release(entry)
         run._commit_failed(exc)
 
-    result = dumps({"token": token} if respond_with is None else {"token": token, "respond_with": respond_with})
+    result = encode({"token": token} if respond_with is None else {"token": token, "respond_with": respond_with})
     created = journal.hook_created(run.run_id, seq, label, result, token, cls.kind, meta, config, now)
-    journal.commit_then(created, _nothing, failed)
+    journal.commit_then(created, _nothing, failed, run)
     return hook
 
 
 def _recreated(cls: type[Hook[Any]], run: RunContext, seq: int, rec: Recorded, convert: Convert | None) -> Hook[Any]:
-    info = loads(rec.result or b"{}")
+    info = decode(rec.result or b"{}")
     if rec.state == "conflict":
         raise HookConflict(info["token"], info["owner"])
     return cls(run, seq, info["token"], run.host.hooks.of_run(run.run_id, seq), convert, info.get("respond_with"))

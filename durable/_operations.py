@@ -6,12 +6,14 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._context import current_run, current_step
-from ._runtime import RunContext
 from ._serde import Duration, wake_time
 from ._streams import DEFAULT_NAMESPACE
+
+if TYPE_CHECKING:
+    from ._runtime import RunContext
 
 T = TypeVar("T")
 
@@ -30,6 +32,10 @@ class StreamWriter:
     def __init__(self, run: RunContext, namespace: str) -> None:
         self._run = run
         self.namespace = namespace
+
+    @property
+    def run_id(self) -> str:
+        return self._run.run_id
 
     def write(self, value: Any) -> Awaitable[None]:
         """Store ``value`` as the stream's next chunk; resolves once committed."""

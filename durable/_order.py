@@ -62,16 +62,18 @@ class ReplayOrder:
         if self._settling:
             return
         order = self._order
-        if self._cursor < len(order) and order[self._cursor] in self._claimed:
+        if self._cursor >= len(order):
+            held, self._held = self._held, []
+            for deliver in held:
+                deliver()
+        elif order[self._cursor] in self._claimed:
             self._stalled = 0
             deliver = self._claimed.pop(order[self._cursor])
             self._cursor += 1
             self._settle()
             deliver()
-        elif self._cursor >= len(order):
-            held, self._held = self._held, []
-            for deliver in held:
-                deliver()
+        elif self._claimed or self._held:
+            self._settle()  # others wait for a result the body has not asked for: watch for a stall
 
     def _settle(self, steps: int = SETTLE_STEPS) -> None:
         self._settling = True

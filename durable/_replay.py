@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._options import PLAIN, StartPlan
+
 
 def receive_name(hook_seq: int) -> str:
     """The journal's name of an operation receiving a payload of the hook created at ``hook_seq``."""
@@ -59,4 +61,6 @@ class StoredRun:
     workflow_name: str
     input_data: bytes
     status: str
-    started_at: float | None
+    started_at: float | None = None
+    error: str | None = None
+    plan: StartPlan = PLAIN

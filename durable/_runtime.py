@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from ._context import current_run, current_step
 from ._errors import NonDeterminismError, RunCancelled, StepFailed
 from ._failures import ErrorInfo
@@ -24,12 +26,14 @@ from ._models import RunStatus
 from ._order import ReplayOrder
 from ._phase import Phase, check_move
 from ._replay import Recorded, Replay
-from ._serde import Duration, dumps, loads, wake_time
+from ._serde import Duration, wake_time
 from ._steps import StepCall
 from ._streams import StreamChunk, StreamHub
 from ._timers import TimerQueue
+from ._values import decode, decode_call, encode, encode_call
 
 if TYPE_CHECKING:
+    from ._children import ChildRun
     from ._hook_registry import HookRegistry
     from ._registry import StepFunction, WorkflowFunction
 
@@ -52,6 +56,11 @@ class RunHost(Protocol):
 
     def run_faulted(self, run: RunContext, exc: BaseException) -> None:
         """A journal write of the run failed; resume it from the journal later."""
+
+    def start_child(
+        self, parent: RunContext, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[ChildRun[Any]]:
+        """``start_child`` in the body of ``parent`` (``_children.py``)."""
 
 
 def _describe(until: Duration | datetime) -> str:
@@ -86,13 +95,16 @@ class RunContext:
         status: RunStatus,
         replay: Replay | None = None,
         started_at: float | None = None,
+        *,
+        queued: bool = False,
     ) -> None:
         self.host = host
         self.run_id = run_id
         self.workflow = workflow
         self.input_data = input_data
         self.status = status  # as stored in the journal
-        self.phase = Phase.ACTIVE
+        self.phase = Phase.QUEUED if queued else Phase.ACTIVE
+        self.cancel_reason: str | None = None  # why, when a deadline or a parent cancelled it
         replay = replay or Replay()
         self.recorded = replay.ops
         self.chunk_next = replay.chunk_next
@@ -101,9 +113,11 @@ class RunContext:
         self.closed_committed = replay.closed  # closed in the journal: their readers end
         self.received = replay.received  # hook payloads (their index) by the receive that got them
         self.next_seq = 0
+        self.passed_steps: dict[str, StepFunction[Any, Any]] = {}  # steps passed as values, by name
         # The run's deterministic clock: its start, then the completion time of each
         # result the body got (the same values live and on replay).
         self.clock = started_at
+        self.first_started = started_at
         self._order = ReplayOrder(replay.delivery_order(time.time())) if replay.ops else None
         self.outcome: Outcome | None = None
         self.fault: BaseException | None = None
@@ -114,6 +128,9 @@ class RunContext:
         self._prune_waits_at = 8
         self._stop_waiters: list[asyncio.Future[None]] = []
 
+    def __repr__(self) -> str:
+        return f"<run {self.run_id}>"
+
     # -- lifecycle ------------------------------------------------------------
 
     @property
@@ -122,7 +139,8 @@ class RunContext:
 
     @property
     def started_at(self) -> datetime | None:
-        return None if self.clock is None else datetime.fromtimestamp(self.clock, UTC)
+        """When the run first started: the same on every replay."""
+        return None if self.first_started is None else datetime.fromtimestamp(self.first_started, UTC)
 
     def now(self) -> datetime:
         """The run's deterministic clock (see ``durable.now``)."""
@@ -133,6 +151,8 @@ class RunContext:
             self.clock = moment
 
     def start(self) -> None:
+        if self.phase is Phase.QUEUED:
+            self._move(Phase.ACTIVE)
         # A context of its own: a run started from inside a step must not inherit that
         # step's context (its steps would run as plain calls of the parent's step).
         task = asyncio.get_running_loop().create_task(
@@ -147,13 +167,14 @@ class RunContext:
         check_move(self.phase, target, self.run_id)
         self.phase = target
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, reason: str | None = None) -> None:
         """Stop starting operations and wake every durable wait with RunCancelled."""
         self._move(Phase.CANCELLING)
         self.status = RunStatus.CANCELLED
+        self.cancel_reason = reason
         for wait in list(self.waits):
             if not wait.done():
-                wait.set_exception(RunCancelled(self.run_id))
+                wait.set_exception(RunCancelled(self.run_id, self.cancel_reason))
 
     def detach(self) -> list[asyncio.Task[Any]]:
         """The engine closes: stop where the run is (it resumes at the next open); its tasks to await."""
@@ -174,16 +195,23 @@ class RunContext:
             self._stop_waiters.append(future)
         return future
 
-    def never_started(self) -> None:
-        """cancel() stopped the body before its first step: end the run as cancelled."""
+    def never_started(self, reason: str | None = None) -> None:
+        """cancel() stopped the body before its first step (or the run left its queue): end it as cancelled."""
         if not self.phase.stopped:
-            self.outcome = (RunStatus.CANCELLED, None, None)
+            self.status = RunStatus.CANCELLED
+            self.outcome = (RunStatus.CANCELLED, None, ErrorInfo.reason(reason or self.cancel_reason))
             self._end_streams_and_stop()
 
     def commit(self, statements: list[Statement], on_commit: Any = None) -> asyncio.Future[None]:
         """Submit a write of this run; a failure to commit it faults the run."""
-        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed)
+        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed, self)
         return future
+
+    @property
+    def accepts_writes(self) -> bool:
+        """False once a write failed: writes queued behind it must not land (they would
+        leave the journal with a later write and not an earlier one)."""
+        return self.phase is not Phase.FAULTED
 
     def _commit_failed(self, exc: BaseException) -> None:
         if self.phase.stopped:
@@ -229,14 +257,14 @@ class RunContext:
             if self.phase is Phase.ACTIVE and self.status is RunStatus.PENDING:
                 started = time.time()
                 await self.commit([self.host.journal.run_started(self.run_id, started)])
-                self.clock = started
+                self.clock = self.first_started = started
                 if self.phase is Phase.ACTIVE:
                     self.status = RunStatus.RUNNING
             # A cancelled run runs too: journaled operations replay as recorded and the
             # first new one raises RunCancelled, so the body always sees its cancellation.
-            args, kwargs = loads(self.input_data)
+            args, kwargs = decode_call(self.input_data)
             value = await self.workflow.fn(*args, **kwargs)
-            return RunStatus.COMPLETED, dumps(value), None
+            return RunStatus.COMPLETED, encode(value, where="the workflow's result"), None
         except RunCancelled:
             return RunStatus.CANCELLED, None, None
         except Exception as exc:
@@ -266,7 +294,7 @@ class RunContext:
         # would delay the timers due meanwhile.
         status, output, error = outcome
         ended = self.host.journal.run_ended(self.run_id, status.value, output, error, time.time())
-        self.host.journal.commit_then([ended], self._end_streams_and_stop, self._ending_failed)
+        self.host.journal.commit_then([ended], self._end_streams_and_stop, self._ending_failed, self)
 
     def _ending_failed(self, exc: BaseException) -> None:
         self._commit_failed(exc)
@@ -276,7 +304,7 @@ class RunContext:
 
     async def _finish_cancelled(self) -> None:
         """The body has stopped after its cancellation: record that, then end its streams."""
-        self.outcome = (RunStatus.CANCELLED, None, None)
+        self.outcome = (RunStatus.CANCELLED, None, ErrorInfo.reason(self.cancel_reason))
         try:
             await self.commit([self.host.journal.run_unwound(self.run_id)])
         except asyncio.CancelledError:
@@ -290,7 +318,7 @@ class RunContext:
 
     def _end_streams_and_stop(self) -> None:
         if self.phase is Phase.DETACHED:
-            return  # the engine closed while the final status was committing: nothing is left to stop
+            return  # the engine closed while the final status was committing: the run stopped then, and is over
         self._move(Phase.ENDED)
         self.host.hub.close(self.run_id)
         self._stopped()
@@ -299,7 +327,7 @@ class RunContext:
 
     def check_not_cancelled(self) -> None:
         if self.phase is Phase.CANCELLING:
-            raise RunCancelled(self.run_id)
+            raise RunCancelled(self.run_id, self.cancel_reason)
 
     def _claim(self, kind: str, name: str) -> tuple[int, Recorded | None]:
         """Take the next sequence number; what the journal recorded there, checked against this call."""
@@ -315,17 +343,17 @@ class RunContext:
     # -- steps ----------------------------------------------------------------
 
     def call_step(self, step: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-        payload = dumps([args, kwargs])
+        payload = encode_call(args, kwargs)
         seq, rec = self._claim("step", step.name)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if rec is not None and rec.abandoned:
             pass  # live, the body gave up on it (a timeout): it never gets it on replay either
         elif rec is not None and rec.state == "completed":
-            value = loads(rec.result or b"null")
+            value = decode(rec.result or b"null")
             self._deliver_recorded(seq, rec, lambda: _settle(future, value))
         elif rec is not None and rec.state == "failed":
-            info = loads(rec.result or b"{}")
+            info = orjson.loads(rec.result or b"{}")
             error = StepFailed(info["step"], info["type"], info["message"], info.get("stack", ""))
             self._deliver_recorded(seq, rec, lambda: _settle_error(future, error))
         else:
@@ -385,7 +413,7 @@ class RunContext:
     def _new_wait(self) -> asyncio.Future[None]:
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.phase is Phase.CANCELLING:
-            waiting.set_exception(RunCancelled(self.run_id))
+            waiting.set_exception(RunCancelled(self.run_id, self.cancel_reason))
             return waiting
         if len(self.waits) >= self._prune_waits_at:  # amortized: a fan-out of sleeps stays linear
             self._forget_waits(ended_only=True)
@@ -428,13 +456,15 @@ class RunContext:
                 waiting.set_exception(exc)
                 waiting.exception()  # the run is faulted: no "never retrieved" log if nothing awaits it
 
-        self.host.journal.commit_then([self.host.journal.sleep_started(self.run_id, seq, name, now, wake_at)], committed, failed)
+        self.host.journal.commit_then(
+            [self.host.journal.sleep_started(self.run_id, seq, name, now, wake_at)], committed, failed, self
+        )
         return waiting
 
     # -- streams --------------------------------------------------------------
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
-        data = dumps(value)
+        data = encode(value, where="chunk")
         if self.phase is Phase.ENDED:
             raise RuntimeError(f"Workflow run {self.run_id} has ended: its streams are closed")
         if namespace in self.closed_here:

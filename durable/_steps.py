@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ._context import StepMetadata, StepScope, current_step
 from ._errors import FatalError, RetryableError, RunCancelled, StepFailed
 from ._failures import ErrorInfo
+from ._passing import is_async_iterator, store_items
 from ._replay import Recorded
-from ._serde import dumps, loads, parse_duration
+from ._serde import parse_duration
+from ._values import decode, decode_call, encode
 
 if TYPE_CHECKING:
     from ._registry import StepFunction
@@ -91,19 +95,21 @@ class StepCall:
         return await self._record_failure(attempt, attempt.failure)
 
     async def _attempt(self) -> _Attempt:
-        args, kwargs = loads(self.payload)
+        args, kwargs = decode_call(self.payload)
         number = self.next_attempt
         started = time.time()
         metadata = StepMetadata(self.step_id, number, self.step.name, datetime.fromtimestamp(started, UTC))
         token = current_step.set(StepScope(self.run, self.seq, metadata))
         try:
             value = await self.step.fn(*args, **kwargs)
+            if is_async_iterator(value):  # its items become a stream of the run
+                value = await store_items(self.run, self.seq, value)
         except Exception as exc:
             return _Attempt(number, started, time.time(), None, exc)
         finally:
             current_step.reset(token)
         try:
-            data = dumps(value)
+            data = encode(value, where="result")
         except TypeError as exc:
             failure = FatalError(f"step {self.step.name} returned a value that cannot be stored: {exc}")
             return _Attempt(number, started, time.time(), None, failure)
@@ -117,7 +123,7 @@ class StepCall:
         completed = run.host.journal.step_completed(run.run_id, self.seq, self.step.name, data, number, started, ended, abandoned)
         await run.commit([completed])
         run.step_parts.pop(self.seq, None)
-        value = loads(data)
+        value = decode(data)
         run.deliver_live(ended, lambda: self._settle_value(value))
 
     async def _record_failure(self, attempt: _Attempt, failure: BaseException) -> bool:
@@ -130,7 +136,7 @@ class StepCall:
         number, started, ended = attempt.number, attempt.started, attempt.ended
         statements = [journal.attempt_failed(run.run_id, self.seq, name, number, started, ended, error, self.retry_at)]
         if final:
-            info = dumps({"step": name, "type": error.error_type, "message": error.message, "stack": error.stack})
+            info = orjson.dumps({"step": name, "type": error.error_type, "message": error.message, "stack": error.stack})
             abandoned = self.future.cancelled()
             statements.append(journal.step_failed(run.run_id, self.seq, name, info, number, started, ended, abandoned))
         await run.commit(statements)
@@ -153,6 +159,6 @@ class StepCall:
         if self.future.done():
             return
         if self.run.is_cancelling:
-            self.future.set_exception(RunCancelled(self.run.run_id))
+            self.future.set_exception(RunCancelled(self.run.run_id, self.run.cancel_reason))
         else:
             self.future.cancel()

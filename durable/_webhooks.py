@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ._context import current_run, current_step
 from ._hook_registry import HookRegistry
 from ._hooks import Hook, new_hook
 from ._registry import StepFunction
-from ._serde import loads
 
 if TYPE_CHECKING:
     from ._runtime import RunContext
@@ -99,7 +100,7 @@ class WebhookRequest:
 
     async def json(self) -> Any:
         """The body parsed as JSON."""
-        return loads(self.body)
+        return orjson.loads(self.body)
 
     async def respond_with(self, status: int = 200, headers: Mapping[str, str] | None = None, body: str | bytes = b"") -> bool:
         """Answer the HTTP request of a ``respond_with="manual"`` webhook; whether its caller still waited.

@@ -1,4 +1,4 @@
-"""The HTTP API's handlers (DESIGN.md section 4 and issue 4).
+"""The HTTP API's handlers (DESIGN.md sections 4 and 10, issues 4 and 15).
 
 Handlers raise ``ApiError`` for client mistakes; ``errors.error_middleware``
 renders it and every other failure as JSON.
@@ -14,24 +14,31 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from durable import CannotCancel, RunInfo, RunStatus
+from durable import CannotCancel, Run, RunConflict, RunInfo, RunStatus
 
 from .errors import ApiError
 from .keys import engine_key, hub_key, store_key
+from .pricing import SEED_PRICE_VERSION
 from .responses import JSON_CONTENT_TYPE, json_response
 from .sse import stream_run
 from .store import Invoice
 from .timestamps import iso_ms
-from .validation import ValidationError, validate_start
+from .validation import ACCOUNT_ID_RE, ValidationError, validate_prices, validate_start
 from .workflow import generate_invoices
 
-__all__ = ["MAX_BODY_BYTES", "routes"]
+__all__ = ["BILLING_QUEUE", "MAX_BODY_BYTES", "routes"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 500
 _MAX_INDEX = 2**53  # beyond any real stream; keeps SQLite integers in range
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _INT_RE = re.compile(r"[0-9]{1,16}")
+_INVOICE_ID_RE = re.compile(r"INV-(" + ACCOUNT_ID_RE.pattern + r")-[0-9]{4,16}")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+#: The engine queue of batches (declared in app.py): one batch per account at a time,
+#: so a second batch of an account waits, pending, and its invoices follow the first's.
+BILLING_QUEUE = "billing"
 
 routes = web.RouteTableDef()
 
@@ -94,18 +101,24 @@ def _start_index(request: web.Request) -> int:
 # -- response shapes ------------------------------------------------------------------
 
 
-def _batch_input(info: RunInfo) -> tuple[Any, Any, Any]:
-    names = ("account_id", "total", "delay")
-    values: list[Any] = list(info.args[:3]) + [None] * (3 - min(3, len(info.args)))
-    for position, name in enumerate(names):
+_BATCH_ARGS = ("account_id", "total", "delay", "price_version")
+
+
+def _batch_input(info: RunInfo) -> tuple[Any, Any, Any, Any]:
+    # Batches started before prices were versioned have no price_version
+    # argument: they bill at the seed's prices, version 1.
+    values: list[Any] = [None, None, None, SEED_PRICE_VERSION]
+    for position, value in enumerate(info.args[: len(_BATCH_ARGS)]):
+        values[position] = value
+    for position, name in enumerate(_BATCH_ARGS):
         if name in info.kwargs:
             values[position] = info.kwargs[name]
-    return values[0], values[1], values[2]
+    return values[0], values[1], values[2], values[3]
 
 
 def run_json(info: RunInfo, current: int) -> dict[str, Any]:
     """The status body of a run."""
-    account_id, total, delay = _batch_input(info)
+    account_id, total, delay, price_version = _batch_input(info)
     return {
         "runId": info.run_id,
         "status": str(info.status),
@@ -115,8 +128,10 @@ def run_json(info: RunInfo, current: int) -> dict[str, Any]:
         "accountId": account_id,
         "total": total,
         "delay": delay,
+        "priceVersion": price_version,
         "current": current,
         "error": info.error,
+        "queuePosition": info.queue_position,
     }
 
 
@@ -130,21 +145,60 @@ async def _describe(request: web.Request, run_id: str) -> tuple[RunInfo, int]:
 # -- routes -----------------------------------------------------------------------------
 
 
+def _request_id(body: dict[str, Any]) -> str | None:
+    """The optional idempotency key of a start; 400 when it is there but not 1-64 of A-Z a-z 0-9 _ . -."""
+    if "requestId" not in body:
+        return None
+    value = body["requestId"]
+    if not isinstance(value, str) or _REQUEST_ID_RE.fullmatch(value) is None:
+        shown = repr(value[:40]) if isinstance(value, str) else ("null" if value is None else type(value).__name__)
+        raise ApiError(400, f"requestId must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . -, got {shown}")
+    return value
+
+
+async def _start_batch(
+    request: web.Request, request_id: str | None, account_id: str, total: int, delay: str, version: int
+) -> tuple[Run, int]:
+    """Queue the batch behind the account's earlier ones; a repeated requestId gives its first run (and its price version)."""
+    options = generate_invoices.with_options(
+        run_id=None if request_id is None else f"req-{request_id}", queue=BILLING_QUEUE, queue_key=account_id
+    )
+    try:
+        run = await request.app[engine_key].start(options, account_id, total, delay, version)
+    except RunConflict:
+        raise ApiError(409, f"requestId {request_id!r} is taken by a run of another kind: send a new requestId") from None
+    if request_id is not None:
+        *first, version = _batch_input(await run.describe())
+        if first != [account_id, total, delay]:
+            # Like Stripe's idempotency keys: a key names one request; reusing it for another is a client bug.
+            raise ApiError(
+                409,
+                f"requestId {request_id!r} was already used for another batch (accountId {first[0]}, total {first[1]}, "
+                f"delay {first[2]}): send a new requestId for a new batch",
+                runId=run.run_id,
+            )
+    return run, version
+
+
 @routes.post("/api/start")
 async def start(request: web.Request) -> web.Response:
-    """Start a batch: 200 with the run id, or 400 naming the bad field."""
+    """Start a batch: 200 with the run id (the same one for a repeated requestId), or 400 naming the bad field."""
     body = await read_json_object(request)
     try:
         batch = validate_start(body)
     except ValidationError as exc:
         raise ApiError(400, str(exc)) from None
-    run = await request.app[engine_key].start(generate_invoices, batch.account_id, batch.total, batch.delay)
+    request_id = _request_id(body)
+    # Decided here and passed as an argument, so that a replay prices at the same version.
+    version = (await request.app[store_key].latest_price_list()).version
+    run, version = await _start_batch(request, request_id, batch.account_id, batch.total, batch.delay, version)
     return json_response(
         {
             "runId": run.run_id,
             "accountId": batch.account_id,
             "total": batch.total,
             "delay": batch.delay,
+            "priceVersion": version,
             "message": "Invoice workflow started",
         }
     )
@@ -152,7 +206,7 @@ async def start(request: web.Request) -> web.Response:
 
 @routes.get("/api/status")
 async def status(request: web.Request) -> web.Response:
-    """A run's status, times, batch input and invoices issued so far."""
+    """A run's status, times, batch input, invoices issued so far and place in the billing queue."""
     if "runId" not in request.query:
         raise ApiError(400, "runId query parameter is required: /api/status?runId=<id>")
     run_id = _run_id(request.query["runId"], "query parameter")
@@ -258,6 +312,7 @@ _CSV_COLUMNS = (
     "total_cents",
     "issued_at",
     "issued_by_run",
+    "price_version",
     "line_items",
 )
 
@@ -272,7 +327,9 @@ def _csv(invoices: list[Invoice]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(_CSV_COLUMNS)
     for invoice in invoices:
-        items = "; ".join(f"{item.quantity} x {item.description} @ {item.unit_price_cents}" for item in invoice.line_items)
+        items = "; ".join(
+            f"{item.quantity} x [{item.sku}] {item.description} @ {item.unit_price_cents}" for item in invoice.line_items
+        )
         writer.writerow(
             (
                 invoice.invoice_id,
@@ -285,6 +342,7 @@ def _csv(invoices: list[Invoice]) -> str:
                 invoice.total_cents,
                 invoice.issued_at,
                 invoice.run_id,
+                invoice.price_version,
                 _cell(items),
             )
         )
@@ -315,6 +373,56 @@ async def run_invoices(request: web.Request) -> web.Response:
             "invoices": [invoice.to_json() for invoice in invoices],
         }
     )
+
+
+@routes.get("/api/invoices/{invoiceId}")
+async def invoice_detail(request: web.Request) -> web.Response:
+    """One invoice with its line items (what the panel shows when a row is opened)."""
+    invoice_id = request.match_info["invoiceId"]
+    invoice = await request.app[store_key].get(invoice_id) if _INVOICE_ID_RE.fullmatch(invoice_id) else None
+    if invoice is None:
+        raise ApiError(404, f"Invoice {invoice_id[:100]!r} not found")
+    return json_response(invoice.to_json())
+
+
+# -- price lists ------------------------------------------------------------------------------
+
+
+@routes.get("/api/prices")
+async def get_prices(request: web.Request) -> web.Response:
+    """The current price list, or version ``?version=N``."""
+    store = request.app[store_key]
+    raw = request.query.get("version", "")
+    if raw == "":
+        return json_response((await store.latest_price_list()).to_json())
+    if _INT_RE.fullmatch(raw) is None or int(raw) < 1:
+        raise ApiError(400, f"version must be an integer of at least 1, got {raw[:40]!r}")
+    prices = await store.price_list(int(raw))
+    if prices is None:
+        latest = (await store.latest_price_list()).version
+        raise ApiError(404, f"Price list version {int(raw)} not found: the versions are 1 to {latest}")
+    return json_response(prices.to_json())
+
+
+@routes.put("/api/prices")
+async def put_prices(request: web.Request) -> web.Response:
+    """Store a whole new price list as the next version: 200 with it, 400 naming the bad field, 409 if stale."""
+    body = await read_json_object(request)
+    try:
+        update = validate_prices(body)
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    store = request.app[store_key]
+    stored = await store.add_price_list(update)
+    if stored is None:
+        latest = (await store.latest_price_list()).version
+        raise ApiError(
+            409,
+            f"baseVersion {update.base_version} is not the latest price list version ({latest}): the list changed"
+            " meanwhile; load the latest version and apply your change to it",
+            currentVersion=latest,
+        )
+    return json_response(stored.to_json())
 
 
 @routes.get("/healthz")

@@ -35,7 +35,7 @@ async def race(nap: float) -> list[Any]:
     """A hook raced against a sleep; the loser's outcome is taken afterwards."""
     hook = create_hook(token="race")
     waiting = hook.wait()
-    napping = sleep(nap)
+    napping = asyncio.ensure_future(sleep(nap))
     done, _ = await asyncio.wait({waiting, napping}, return_when=asyncio.FIRST_COMPLETED)
     if waiting in done:
         outcome = [await hook_won(waiting.result())]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from proc import until
+from harness import until
 
 from durable import Engine, FetchResponse, RunFailed, create_hook, fetch, workflow
 from durable._fetch import retry_after

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import (
     Engine,
@@ -332,7 +332,7 @@ async def test_cancel_interrupts_a_timed_wait(engine: Engine) -> None:
 def _has_receive(run_id: str, path: Path) -> bool:
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'receive'", (run_id,)).fetchone()[0] == 1
+        return bool(conn.execute("SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'receive'", (run_id,)).fetchone()[0] == 1)
     finally:
         conn.close()
 
@@ -393,7 +393,7 @@ async def race_loop(count: int, cancel_loser: bool) -> list[int]:
     while len(got) < count:
         if waiting is None:
             waiting = hook.wait(timeout="15ms")
-        tick = sleep("8ms")
+        tick = asyncio.ensure_future(sleep("8ms"))
         done, _ = await asyncio.wait({waiting, tick}, return_when=asyncio.FIRST_COMPLETED)
         if waiting in done:
             try:

@@ -6,9 +6,10 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import hook_workflows as hw
 import pytest
-from proc import kill, spawn_child, until
+from harness import kill_child, read_line, spawn_child, until
 
 from durable import Engine, RunStatus
 
@@ -27,12 +28,18 @@ def _hook_active(db: Path, token: str) -> bool:
     return _count(db, "SELECT COUNT(*) FROM hooks WHERE token = ? AND released_at IS NULL", token) == 1
 
 
-async def _resume(proc: asyncio.subprocess.Process, token: str, payload: str) -> None:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(f"{token} {payload}\n".encode())
-    await proc.stdin.drain()
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-    assert line == f"resumed {token}"
+async def _start(db: Path, nap: str) -> tuple[asyncio.subprocess.Process, str, int]:
+    proc = await spawn_child("hook_child.py", str(db), nap)
+    word, run_id, port = (await read_line(proc)).split()
+    assert word == "started"
+    return proc, run_id, int(port)
+
+
+async def _resume(port: int, token: str, payload: str) -> None:
+    """Over HTTP, through the child's durable.web: the child's engine owns the file."""
+    url = f"http://127.0.0.1:{port}/wf/hooks/{token}"
+    async with aiohttp.ClientSession() as http, http.post(url, data=payload, headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 200, await r.text()
 
 
 async def _restart_and_finish(db: Path, run_id: str) -> list[object]:
@@ -48,11 +55,11 @@ async def _restart_and_finish(db: Path, run_id: str) -> list[object]:
 
 async def test_hook_that_won_the_race_wins_again_after_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "race-hook.db"
-    proc, run_id = await spawn_child(str(db), "60", script="hook_child.py")
+    proc, run_id, port = await _start(db, "60")
     await until(lambda: _hook_active(db, "race"), what="the race hook")
-    await _resume(proc, "race", "1")  # long before the 60 s sleep ends
+    await _resume(port, "race", "1")  # long before the 60 s sleep ends
     await until(lambda: _hook_active(db, "race:finish"), what="the winner's step")
-    await kill(proc)
+    await kill_child(proc)
 
     assert await _restart_and_finish(db, run_id) == ["hook:1", "done"]
     # The winner's step ran once, before the kill: the replay took the same branch.
@@ -62,12 +69,12 @@ async def test_hook_that_won_the_race_wins_again_after_sigkill(tmp_path: Path) -
 
 async def test_sleep_that_won_the_race_wins_again_after_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "race-sleep.db"
-    proc, run_id = await spawn_child(str(db), "0.2", script="hook_child.py")
+    proc, run_id, port = await _start(db, "0.2")
     await until(lambda: _count(db, "SELECT COUNT(*) FROM executions WHERE name = 'sleep_won'") == 1, what="the sleep to win")
     # The receive that lost is still pending: it takes this payload, after the sleep's end.
-    await _resume(proc, "race", "2")
+    await _resume(port, "race", "2")
     await until(lambda: _hook_active(db, "race:finish"), what="the late payload")
-    await kill(proc)
+    await kill_child(proc)
 
     # On replay both outcomes are recorded; they reach the body in the order they
     # completed, so the sleep wins again and the late payload stays the loser's.

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from proc import until
+from harness import until
 
 from durable import (
     Engine,
