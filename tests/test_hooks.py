@@ -535,3 +535,15 @@ async def test_hooks_belong_to_the_workflow_body(engine: Engine) -> None:
     assert second == f"<Hook 'body' of run {run.run_id}> can only be received from in the workflow body that created it"
     with pytest.raises(RuntimeError, match=r"create_hook\(\) must be called in a workflow body"):
         create_hook()
+
+
+async def test_a_deadline_releases_the_hooks_of_its_run(engine: Engine, sql: sqlite3.Connection) -> None:
+    run = await engine.start(hold.with_options(timeout="300ms"), "deadline")
+    await hook_ready(engine, "deadline")
+    with pytest.raises(RunCancelled, match="deadline"):
+        await run.result(timeout=10)
+    with pytest.raises(HookNotFound):
+        await engine.resume_hook("deadline", 1)
+    rows = sql.execute("SELECT h.released_at = r.completed_at FROM hooks h JOIN runs r USING (run_id)").fetchall()
+    assert rows == [(1,)]
+    assert engine.stats()["active_hooks"] == 0
