@@ -34,6 +34,7 @@ from ._values import decode, decode_call, encode, encode_call
 
 if TYPE_CHECKING:
     from ._children import ChildRun
+    from ._hook_registry import HookRegistry
     from ._registry import StepFunction, WorkflowFunction
 
 log = logging.getLogger("durable")
@@ -47,6 +48,7 @@ class RunHost(Protocol):
     journal: Journal
     timers: TimerQueue
     hub: StreamHub
+    hooks: HookRegistry
     resources: Any
 
     def run_stopped(self, run: RunContext) -> None:
@@ -109,6 +111,7 @@ class RunContext:
         self.step_parts = replay.step_parts
         self.closed_here: set[str] = set()  # closed by this execution: writing to them is an error
         self.closed_committed = replay.closed  # closed in the journal: their readers end
+        self.received = replay.received  # hook payloads (their index) by the receive that got them
         self.next_seq = 0
         self.passed_steps: dict[str, StepFunction[Any, Any]] = {}  # steps passed as values, by name
         # The run's deterministic clock: its start, then the completion time of each

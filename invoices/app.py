@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from durable import Engine
+from durable.web import WEBHOOK_PREFIX, make_app, make_webhook_app
 
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
@@ -38,8 +39,10 @@ def create_app(
 
     ``host`` is the address the server binds to: when it is loopback, requests
     for any other host name are refused (DNS rebinding). ``token``, when set,
-    is required on every ``/api/`` route. The engine opens when the app starts
-    and closes when it is cleaned up; open SSE responses end at shutdown.
+    is required on every ``/api/`` and ``/workflows/`` route. The engine opens when
+    the app starts and closes when it is cleaned up; open SSE responses end at shutdown.
+    Webhooks are served at the root (``/.well-known/workflow/v1/webhook/{token}``),
+    hooks at ``/workflows/hooks/{token}``.
     """
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
@@ -55,14 +58,18 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
+    engine = Engine(db_path, workflows=[generate_invoices])
+    # One batch per account at a time, in start order: invoice numbers follow batch order.
+    engine.queue(BILLING_QUEUE, per_key_concurrency=1)
+    store = InvoiceStore(engine)
+    engine.resources = store  # before opening: opening resumes unfinished runs
+    # The engine's routes: hooks under the API's token and Origin rules, webhooks at the
+    # root with their unguessable token as the only credential.
+    app.add_subapp("/workflows/", make_app(engine, max_body_bytes=MAX_BODY_BYTES))
+    app.add_subapp(WEBHOOK_PREFIX, make_webhook_app(engine, max_body_bytes=MAX_BODY_BYTES))
 
     @asynccontextmanager
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
-        engine = Engine(db_path, workflows=[generate_invoices])
-        # One batch per account at a time, in start order: invoice numbers follow batch order.
-        engine.queue(BILLING_QUEUE, per_key_concurrency=1)
-        store = InvoiceStore(engine)
-        engine.resources = store  # before opening: opening resumes unfinished runs
         async with engine:
             await store.create_schema()
             app[engine_key] = engine

@@ -14,9 +14,12 @@ reading data:
   ``Content-Type: application/json`` on POST (415, checked where the body is
   read) also rules out the "simple" cross-site form posts that skip CORS
   preflight.
-- **Optional bearer token** (``token_guard``): every ``/api/`` route requires
-  ``Authorization: Bearer <token>``; ``GET /api/stream/...`` also takes
-  ``?token=`` because ``EventSource`` cannot send headers.
+- **Optional bearer token** (``token_guard``): every ``/api/`` and ``/workflows/``
+  route requires ``Authorization: Bearer <token>``; ``GET /api/stream/...`` also
+  takes ``?token=`` because ``EventSource`` cannot send headers.
+- **Webhooks** (``/.well-known/workflow/v1/webhook/{token}``) are called by other
+  systems: their unguessable token is their credential, so neither the bearer
+  token nor the Origin rule applies to them. The Host rule does.
 - **Security headers** (``add_security_headers``) on every response: a CSP
   without inline script, ``nosniff``, no referrer, no framing.
 """
@@ -53,6 +56,8 @@ SECURITY_HEADERS: dict[str, str] = {
 }
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_GUARDED_PREFIXES = ("/api/", "/workflows/")  # what the bearer token protects
+WEBHOOK_PREFIX = "/.well-known/workflow/v1/webhook/"  # credential: the webhook's own token
 
 
 def _is_loopback_name(name: str) -> bool:
@@ -123,12 +128,12 @@ def _same(given: str, expected: bytes) -> bool:
 
 
 def token_guard(token: str | None) -> Middleware:
-    """401 for ``/api/`` requests without the bearer token, when one is configured."""
+    """401 for ``/api/`` and ``/workflows/`` requests without the bearer token, when one is configured."""
     expected = token.encode("utf-8") if token else None
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or not request.path.startswith("/api/"):
+        if expected is None or not request.path.startswith(_GUARDED_PREFIXES):
             return await handler(request)
         header = request.headers.get("Authorization")
         given = _bearer(header) if header is not None else None
@@ -147,8 +152,8 @@ def token_guard(token: str | None) -> Middleware:
 
 @web.middleware
 async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """403 for a state-changing request sent by another site's page."""
-    if request.method not in _SAFE_METHODS:
+    """403 for a state-changing request sent by another site's page (webhooks excepted)."""
+    if request.method not in _SAFE_METHODS and not request.path.startswith(WEBHOOK_PREFIX):
         origin = request.headers.get("Origin")
         own = f"{request.scheme}://{request.headers.get('Host', '')}".lower()
         if origin is not None and origin.strip().lower() != own:
