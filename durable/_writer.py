@@ -343,11 +343,7 @@ class GroupCommitWriter:
         while self._deliveries and (budget is None or budget > 0):
             batch, outcomes, start = self._deliveries.popleft()
             end = len(batch) if budget is None else min(len(batch), start + budget)
-            for write, outcome in zip(batch[start:end], outcomes[start:end], strict=True):
-                if outcome is None:
-                    _acknowledge(write)
-                else:
-                    _refuse(write, outcome)
+            _settle_writes(batch[start:end], outcomes[start:end])
             if budget is not None:
                 budget -= end - start
             if end < len(batch):
@@ -356,6 +352,14 @@ class GroupCommitWriter:
         if self._draining:
             assert self._loop is not None
             self._loop.call_soon(self._drain, RESOLVE_SLICE)
+
+
+def _settle_writes(writes: list[_Write], outcomes: list[BaseException | None]) -> None:
+    for write, outcome in zip(writes, outcomes, strict=True):
+        if outcome is None:
+            _acknowledge(write)
+        else:
+            _refuse(write, outcome)
 
 
 def _acknowledge(write: _Write) -> None:
