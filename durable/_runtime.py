@@ -248,12 +248,19 @@ class RunContext:
     async def _drive(self) -> None:
         current_run.set(self)
         try:
-            outcome = await self._run_body()
-        except asyncio.CancelledError:
-            if self.phase is Phase.DETACHED:
-                raise
-            outcome = None  # a fault stopped it, or cancel() stopped a body that outlived its grace
-        await self._conclude(outcome)
+            try:
+                outcome = await self._run_body()
+            except asyncio.CancelledError:
+                if self.phase is Phase.DETACHED:
+                    raise
+                outcome = None  # a fault stopped it, or cancel() stopped a body that outlived its grace
+            await self._conclude(outcome)
+        finally:
+            # The task's context points at this run and the run at its task: break the
+            # cycle, so a finished run is freed by reference counting, not by a full
+            # collection that would stall the loop.
+            current_run.set(None)
+            self.task = None
 
     async def _run_body(self) -> Outcome:
         """Execute the workflow function to its end; what it ended with."""
