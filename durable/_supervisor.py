@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -65,6 +66,26 @@ class _FaultRecovery:
         self.retries.clear()
 
 
+class _RecentOutcomes:
+    """Outcomes of the runs that ended last: ``result()`` of a run that just ended needs no read."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._by_run: OrderedDict[str, Outcome] = OrderedDict()
+
+    def remember(self, run_id: str, outcome: Outcome) -> None:
+        self._by_run[run_id] = outcome
+        if len(self._by_run) > self.LIMIT:
+            self._by_run.popitem(last=False)
+
+    def get(self, run_id: str) -> Outcome | None:
+        return self._by_run.get(run_id)
+
+    def forget(self, run_id: str) -> None:
+        self._by_run.pop(run_id, None)
+
+
 class RunSupervisor:
     """Owns the runs in memory of one engine."""
 
@@ -78,6 +99,7 @@ class RunSupervisor:
         self.resources: Any = None
         self.cancel_grace = cancel_grace
         self.open = False
+        self._recent = _RecentOutcomes()
         self.active: dict[str, RunContext] = {}
         self._waiters: dict[str, list[asyncio.Future[Outcome | None]]] = {}
         self._faults = _FaultRecovery()
@@ -102,6 +124,8 @@ class RunSupervisor:
             del self.active[run_id]
         self.queues.release(run_id)  # the next run of its queue starts now
         if run.phase is Phase.ENDED:
+            if run.outcome is not None:
+                self._recent.remember(run_id, run.outcome)
             self.deadlines.disarm(run_id)
             self.family.forget(run_id)
             self.hooks.release_run(run_id)  # the journal released them with the final status
@@ -124,6 +148,7 @@ class RunSupervisor:
     # -- starting and stopping ------------------------------------------------------
 
     def launch(self, run: RunContext) -> None:
+        self._recent.forget(run.run_id)  # resumed: what it ended with before no longer holds
         self.active[run.run_id] = run
         run.start()
 
@@ -266,7 +291,8 @@ class RunSupervisor:
         self._waiters.setdefault(run_id, []).append(waiter)
         try:
             if run_id not in self.active:
-                stored = await self._stored_outcome(run_id)
+                recent = self._recent.get(run_id)
+                stored = recent if recent is not None else await self._stored_outcome(run_id)
                 if stored[0].is_terminal:
                     return stored  # not in memory and over: the journal holds the outcome
             # In memory, or unfinished and out of memory (faulted, to be resumed).
