@@ -11,6 +11,8 @@ from aiohttp import web
 
 from durable import Engine
 
+from .correction import correct_invoices
+from .correction_routes import add_correction_routes
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
 from .routes import MAX_BODY_BYTES, routes
@@ -53,12 +55,13 @@ def create_app(
     hub = SseHub(keepalive=sse_keepalive, write_timeout=sse_write_timeout)
     app[hub_key] = hub
     app.add_routes(routes)
+    add_correction_routes(app)
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
 
     @asynccontextmanager
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
-        engine = Engine(db_path, workflows=[generate_invoices])
+        engine = Engine(db_path, workflows=[generate_invoices, correct_invoices])
         store = InvoiceStore(engine)
         engine.resources = store  # before opening: opening resumes unfinished runs
         async with engine:
