@@ -282,6 +282,9 @@ _CSV_COLUMNS = (
     "issued_by_run",
     "price_version",
     "line_items",
+    "status",
+    "voided_by",
+    "replaces",
 )
 
 
@@ -312,6 +315,9 @@ def _csv(invoices: list[Invoice]) -> str:
                 invoice.run_id,
                 invoice.price_version,
                 _cell(items),
+                invoice.status,
+                invoice.voided_by or "",
+                invoice.replaces or "",
             )
         )
     return out.getvalue()

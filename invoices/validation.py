@@ -219,6 +219,16 @@ def _products(body: dict[str, Any], required_skus: Iterable[str]) -> tuple[Produ
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_PRODUCTS:
         shown = f"{len(value)} products" if isinstance(value, list) else _show(value)
         raise ValidationError(f"products must be a list of 1 to {MAX_PRODUCTS} products, got {shown}")
+    products = _unique_products(value)
+    listed = {product.sku for product in products}
+    missing = [sku for sku in required_skus if sku not in listed]
+    if missing:
+        names = ", ".join(_show(sku) for sku in missing)
+        raise ValidationError(f"products must include every sku that invoices bill; missing {names}")
+    return products
+
+
+def _unique_products(value: list[Any]) -> tuple[Product, ...]:
     products: list[Product] = []
     first_at: dict[str, int] = {}
     for index, entry in enumerate(value):
@@ -230,10 +240,6 @@ def _products(body: dict[str, Any], required_skus: Iterable[str]) -> tuple[Produ
             )
         first_at[product.sku] = index
         products.append(product)
-    missing = [sku for sku in required_skus if sku not in first_at]
-    if missing:
-        names = ", ".join(_show(sku) for sku in missing)
-        raise ValidationError(f"products must include every sku that invoices bill; missing {names}")
     return tuple(products)
 
 

@@ -408,6 +408,14 @@ async def test_a_correction_voids_each_invoice_and_replaces_it_at_the_current_pr
         ],
     ]
 
+    # The invoices CSVs say which invoice was voided by which note, and which replaces which.
+    for run, expected in (
+        (run_id, [("voided", cn(account, n), "") for n in (1, 2, 3)]),
+        (run_c, [("issued", "", inv(account, n)) for n in (1, 2, 3)]),
+    ):
+        text = await (await api.client.get(f"/api/runs/{run}/invoices", params={"format": "csv"})).text()
+        assert [(r["status"], r["voided_by"], r["replaces"]) for r in csv.DictReader(io.StringIO(text))] == expected
+
     # Both sequences are gapless, and the next batch continues the invoice numbering.
     assert credit_note_states(api, account) == [(cn(account, n), n, inv(account, n), "issued") for n in (1, 2, 3)]
     later = await api.batch(account, 1)
