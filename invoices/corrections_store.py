@@ -342,6 +342,7 @@ class CorrectionStore:
 
     async def voiding(self, invoice_id: str) -> str | None:
         """The id of the credit note that voids ``invoice_id`` now, if one does."""
+        await self._store.opened()
         rows = await self._sql.fetchall(
             "SELECT credit_note_id FROM credit_notes WHERE invoice_id = ? AND status = 'issued'", (invoice_id,)
         )

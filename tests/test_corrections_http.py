@@ -28,6 +28,7 @@ from harness import SseEvent, sql_rows, sse_events, until
 
 from durable import Run, RunStatus
 from invoices import create_app
+from invoices.correction import correct_invoices
 from invoices.keys import engine_key
 from invoices.pricing import CATALOG, SEED_PRICES, PriceList, Product, price_invoice
 
@@ -456,6 +457,32 @@ async def test_a_correction_run_can_itself_be_corrected_after_the_next_price_cha
     last = await api.json("GET", f"/api/invoices/{inv(account, 5)}")
     draft = price_invoice(account, 1, prices3)
     assert (last["lineItems"], last["totalCents"]) == ([item.to_json() for item in draft.items], draft.total_cents)
+
+
+async def test_an_invoice_another_correction_voided_meanwhile_is_skipped_not_voided_twice(api: Api) -> None:
+    """Two corrections of one invoice: the route refuses the second, and the store would skip it too."""
+    account = "acct_skip"
+    run_id = await api.batch(account, 2)
+    await api.raise_prices()
+    first = await api.correct(run_id)
+    await api.events(first["correctionRunId"])
+    run = await api.app[engine_key].start(correct_invoices, run_id, account, 2, [inv(account, 1)])
+    assert await api.data(run.run_id) == [
+        {
+            "type": "skipped",
+            "current": 1,
+            "total": 1,
+            "accountId": account,
+            "invoiceId": inv(account, 1),
+            "creditNoteId": cn(account, 1),
+            "replacementId": None,
+            "deltaCents": 0,
+            "message": f"Skipped {inv(account, 1)} (1 of 1): already voided by {cn(account, 1)}",
+        },
+        ending("complete", account, run_id, 1, 1, 0, "Correction completed: 0 of 1 invoices corrected"),
+    ]
+    assert credit_note_states(api, account) == [(cn(account, n), n, inv(account, n), "issued") for n in (1, 2)]
+    assert numbers(api, account) == [1, 2, 3, 4]
 
 
 # -- refusals -------------------------------------------------------------------------------------------
