@@ -12,6 +12,8 @@ from aiohttp import web
 from durable import Engine
 from durable.web import WEBHOOK_PREFIX, make_app, make_webhook_app
 
+from .correction import correct_invoices
+from .correction_routes import add_correction_routes
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
 from .routes import BILLING_QUEUE, MAX_BODY_BYTES, routes
@@ -56,9 +58,10 @@ def create_app(
     hub = SseHub(keepalive=sse_keepalive, write_timeout=sse_write_timeout)
     app[hub_key] = hub
     app.add_routes(routes)
+    add_correction_routes(app)
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
-    engine = Engine(db_path, workflows=[generate_invoices])
+    engine = Engine(db_path, workflows=[generate_invoices, correct_invoices])
     # One batch per account at a time, in start order: invoice numbers follow batch order.
     engine.queue(BILLING_QUEUE, per_key_concurrency=1)
     store = InvoiceStore(engine)

@@ -34,6 +34,7 @@ __all__ = [
     "Product",
     "invoice_id_for",
     "price_invoice",
+    "reprice",
     "tax_cents",
 ]
 
@@ -214,6 +215,21 @@ def price_invoice(account_id: str, n: int, prices: PriceList = SEED_PRICES) -> I
     return InvoiceDraft(
         customer=customer,
         items=tuple(items),
+        currency=prices.currency,
+        tax_basis_points=prices.tax_basis_points,
+        price_version=prices.version,
+    )
+
+
+def reprice(customer: str, items: tuple[LineItem, ...], prices: PriceList) -> InvoiceDraft:
+    """The same customer and lines (each sku and quantity) at ``prices``: what a replacement invoice bills."""
+    priced: list[LineItem] = []
+    for item in items:
+        product = prices.product(item.sku)
+        priced.append(LineItem(product.sku, product.description, item.quantity, product.unit_price_cents))
+    return InvoiceDraft(
+        customer=customer,
+        items=tuple(priced),
         currency=prices.currency,
         tax_basis_points=prices.tax_basis_points,
         price_version=prices.version,

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from durable import CannotCancel, Run, RunConflict, RunInfo, RunStatus
 
+from .correction import correction_input
 from .errors import ApiError
 from .keys import engine_key, hub_key, store_key
 from .pricing import SEED_PRICE_VERSION
@@ -117,10 +118,15 @@ def _batch_input(info: RunInfo) -> tuple[Any, Any, Any, Any]:
 
 
 def run_json(info: RunInfo, current: int) -> dict[str, Any]:
-    """The status body of a run."""
-    account_id, total, delay, price_version = _batch_input(info)
-    return {
+    """The status body of a run: a batch, or a correction run (``current`` counts its replacements)."""
+    correction = correction_input(info)
+    if correction is None:
+        account_id, total, delay, price_version = _batch_input(info)
+    else:
+        account_id, total, delay, price_version = correction.account_id, correction.total, None, correction.price_version
+    body = {
         "runId": info.run_id,
+        "kind": "batch" if correction is None else "correction",
         "status": str(info.status),
         "createdAt": iso_ms(info.created_at),
         "startedAt": iso_ms(info.started_at),
@@ -133,6 +139,9 @@ def run_json(info: RunInfo, current: int) -> dict[str, Any]:
         "error": info.error,
         "queuePosition": info.queue_position,
     }
+    if correction is not None:
+        body["correctsRunId"] = correction.corrects_run_id
+    return body
 
 
 async def _describe(request: web.Request, run_id: str) -> tuple[RunInfo, int]:
@@ -216,7 +225,7 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.post("/api/cancel")
 async def cancel(request: web.Request) -> web.Response:
-    """Cancel a run; the response counts the invoices issued, final from then on."""
+    """Cancel a run; the response counts the invoices issued (a correction's: corrected), final from then on."""
     body = await read_json_object(request)
     run_id = _run_id(body.get("runId"), "body field")
     run = request.app[engine_key].get_run(run_id)
@@ -230,15 +239,16 @@ async def cancel(request: web.Request) -> web.Response:
             currentStatus=str(current),
         ) from None
     issued = await request.app[store_key].count_for_run(run_id)
-    return json_response(
-        {
-            "runId": run_id,
-            "message": "Workflow cancelled successfully",
-            "previousStatus": str(previous),
-            "currentStatus": str(RunStatus.CANCELLED),
-            "invoicesIssued": issued,
-        }
-    )
+    body = {
+        "runId": run_id,
+        "message": "Workflow cancelled successfully",
+        "previousStatus": str(previous),
+        "currentStatus": str(RunStatus.CANCELLED),
+        "invoicesIssued": issued,
+    }
+    if correction_input(await run.describe()) is not None:
+        body["invoicesCorrected"] = issued  # a correction run issues one replacement per invoice it corrected
+    return json_response(body)
 
 
 @routes.get("/api/stream/{runId}")
@@ -314,6 +324,9 @@ _CSV_COLUMNS = (
     "issued_by_run",
     "price_version",
     "line_items",
+    "status",
+    "voided_by",
+    "replaces",
 )
 
 
@@ -344,6 +357,9 @@ def _csv(invoices: list[Invoice]) -> str:
                 invoice.run_id,
                 invoice.price_version,
                 _cell(items),
+                invoice.status,
+                invoice.voided_by or "",
+                invoice.replaces or "",
             )
         )
     return out.getvalue()

@@ -1,6 +1,6 @@
 """The application's tables in the engine's SQLite file, and bringing older files up to date.
 
-Three tables:
+Five tables:
 
 - ``price_lists``: one row per price-list version, never changed once
   written. The products are one JSON column, so a version is stored by one
@@ -12,6 +12,15 @@ Three tables:
   statement in the engine's single writer (see ``store._ALLOCATE``).
 - ``invoices``: one row per issued invoice, keyed by ``INV-<accountId>-<nnnn>``,
   written once its number is taken. ``run_id`` is the run that issued it.
+  ``status`` is ``issued`` or ``voided`` (then ``voided_by`` names the credit
+  note); a replacement invoice names the invoice it ``replaces``.
+- ``credit_notes``: one row per credit note, keyed by ``CN-<accountId>-<nnnn>``
+  and by ``(run_id, i)``: the i-th invoice a correction run voids. ``n`` is the
+  account's credit-note number (``UNIQUE (account_id, n)``), taken by the
+  statement that writes the row. A credit note is never deleted; ``status`` is
+  ``issued``, or ``reverted`` when its replacement could not be issued (see
+  ``corrections_store.py``). At most one ``issued`` credit note per invoice.
+- ``correction_runs``: which run a correction run corrects (``corrects_run_id``).
 
 Files written before invoice numbers were per account (``run_invoices`` keyed
 by ``(run_id, n)`` with n = k, no price versions) are migrated in place by
@@ -55,7 +64,10 @@ _TABLES = (
         tax_cents      INTEGER NOT NULL,
         total_cents    INTEGER NOT NULL,
         issued_at      TEXT NOT NULL,
-        price_version  INTEGER NOT NULL DEFAULT 1
+        price_version  INTEGER NOT NULL DEFAULT 1,
+        status         TEXT NOT NULL DEFAULT 'issued',
+        voided_by      TEXT,
+        replaces       TEXT
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS run_invoices (
         run_id        TEXT NOT NULL,
@@ -74,6 +86,47 @@ _TABLES = (
         created_at       TEXT NOT NULL,
         request_id       TEXT UNIQUE
     )""",
+)
+
+_CORRECTION_TABLES = (
+    """CREATE TABLE IF NOT EXISTS credit_notes (
+        credit_note_id TEXT PRIMARY KEY,
+        run_id         TEXT NOT NULL,
+        i              INTEGER NOT NULL,
+        account_id     TEXT NOT NULL,
+        n              INTEGER NOT NULL,
+        invoice_id     TEXT NOT NULL,
+        customer       TEXT NOT NULL,
+        line_items     TEXT NOT NULL,
+        currency       TEXT NOT NULL,
+        subtotal_cents INTEGER NOT NULL,
+        tax_cents      INTEGER NOT NULL,
+        total_cents    INTEGER NOT NULL,
+        price_version  INTEGER NOT NULL,
+        issued_at      TEXT NOT NULL,
+        status         TEXT NOT NULL DEFAULT 'issued',
+        reverted_at    TEXT,
+        UNIQUE (run_id, i),
+        UNIQUE (account_id, n)
+    ) WITHOUT ROWID""",
+    # Two correction runs can never both void one invoice.
+    "CREATE UNIQUE INDEX IF NOT EXISTS credit_notes_voiding ON credit_notes (invoice_id) WHERE status = 'issued'",
+    """CREATE TABLE IF NOT EXISTS correction_runs (
+        run_id          TEXT PRIMARY KEY,
+        corrects_run_id TEXT NOT NULL,
+        account_id      TEXT NOT NULL,
+        price_version   INTEGER NOT NULL,
+        total           INTEGER NOT NULL,
+        created_at      TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS correction_runs_by_batch ON correction_runs (corrects_run_id)",
+)
+
+# Columns invoices gained with corrections; older files get them, every row 'issued'.
+_INVOICE_CORRECTION_COLUMNS = (
+    ("status", "ALTER TABLE invoices ADD COLUMN status TEXT NOT NULL DEFAULT 'issued'"),
+    ("voided_by", "ALTER TABLE invoices ADD COLUMN voided_by TEXT"),
+    ("replaces", "ALTER TABLE invoices ADD COLUMN replaces TEXT"),
 )
 
 _NUMBER_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS run_invoices_by_number ON run_invoices (account_id, n)"
@@ -125,6 +178,11 @@ async def create_schema(engine: SqlEngine) -> None:
         await engine.execute(statement)
     if "price_version" not in await _columns(engine, "invoices"):
         await engine.execute("ALTER TABLE invoices ADD COLUMN price_version INTEGER NOT NULL DEFAULT 1")
+    for column, statement in _INVOICE_CORRECTION_COLUMNS:
+        if column not in await _columns(engine, "invoices"):
+            await engine.execute(statement)
+    for statement in _CORRECTION_TABLES:
+        await engine.execute(statement)
     await _migrate_run_invoices(engine)
     for index in (_NUMBER_INDEX, _RUN_INDEX):
         await engine.execute(index)

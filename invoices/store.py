@@ -48,7 +48,7 @@ WHERE NOT EXISTS (SELECT 1 FROM run_invoices WHERE run_id = ?1 AND k = ?2)"""
 
 _INVOICE_VALUES = (
     " INTO invoices (invoice_id, run_id, account_id, n, customer, line_items, currency,"
-    " subtotal_cents, tax_cents, total_cents, issued_at, price_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " subtotal_cents, tax_cents, total_cents, issued_at, price_version, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A plain INSERT in the step: a second invoice for one number would be a bug
 # to hear about (the step then retries and finds the stored one).
@@ -85,7 +85,7 @@ _PRICE_COLUMNS = "version, currency, tax_basis_points, products, created_at"
 
 _COLUMNS = (
     "i.invoice_id, i.run_id, i.account_id, i.n, i.customer, i.line_items, i.currency,"
-    " i.subtotal_cents, i.tax_cents, i.total_cents, i.issued_at, i.price_version"
+    " i.subtotal_cents, i.tax_cents, i.total_cents, i.issued_at, i.price_version, i.status, i.voided_by, i.replaces"
 )
 
 # Line items stored before they carried a sku are the seed catalog's products.
@@ -104,7 +104,11 @@ def _price_list(row: tuple[Any, ...]) -> PriceList:
 
 @dataclass(frozen=True, slots=True)
 class Invoice:
-    """A stored invoice; ``n`` is its number within the account."""
+    """A stored invoice; ``n`` is its number within the account.
+
+    ``status`` is ``issued``, or ``voided`` by the credit note ``voided_by``; a
+    replacement issued by a correction names the invoice it ``replaces``.
+    """
 
     invoice_id: str
     run_id: str
@@ -118,6 +122,9 @@ class Invoice:
     total_cents: int
     issued_at: str  # ISO 8601 UTC with milliseconds, as stored
     price_version: int
+    status: str = "issued"
+    voided_by: str | None = None
+    replaces: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Invoice:
@@ -134,10 +141,15 @@ class Invoice:
             total_cents=row[9],
             issued_at=row[10],
             price_version=row[11],
+            status=row[12],
+            voided_by=row[13],
+            replaces=row[14],
         )
 
     @classmethod
-    def issued_now(cls, invoice_id: str, run_id: str, account_id: str, n: int, draft: InvoiceDraft) -> Invoice:
+    def issued_now(
+        cls, invoice_id: str, run_id: str, account_id: str, n: int, draft: InvoiceDraft, *, replaces: str | None = None
+    ) -> Invoice:
         return cls(
             invoice_id=invoice_id,
             run_id=run_id,
@@ -151,6 +163,7 @@ class Invoice:
             total_cents=draft.total_cents,
             issued_at=now_iso_ms(),
             price_version=draft.price_version,
+            replaces=replaces,
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -169,6 +182,7 @@ class Invoice:
             self.total_cents,
             self.issued_at,
             self.price_version,
+            self.replaces,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -185,6 +199,9 @@ class Invoice:
             "taxCents": self.tax_cents,
             "totalCents": self.total_cents,
             "issuedAt": self.issued_at,
+            "status": self.status,
+            "voidedBy": self.voided_by,
+            "replaces": self.replaces,
         }
 
 
@@ -204,6 +221,16 @@ class InvoiceStore:
     async def _opened(self) -> None:
         if not self._ready.is_set():
             await self._ready.wait()
+
+    async def opened(self) -> InvoiceStore:
+        """This store once ``create_schema`` has run (what stores built on it wait for)."""
+        await self._opened()
+        return self
+
+    @property
+    def sql(self) -> SqlEngine:
+        """The engine's statements and queries, for the stores built on this one (``corrections_store.py``)."""
+        return self._engine
 
     # -- price lists ----------------------------------------------------------------
 
@@ -239,15 +266,41 @@ class InvoiceStore:
 
     # -- issuing ------------------------------------------------------------------------
 
-    async def _allocation(self, run_id: str, k: int) -> tuple[int, str, Invoice | None]:
-        """The number and id that ``(run, k)`` took, and its invoice once issued."""
+    async def allocation(self, run_id: str, k: int) -> tuple[int, str, Invoice | None] | None:
+        """The number and id that ``(run, k)`` took, and its invoice once issued; ``None`` before it took one."""
+        await self._opened()
         rows = await self._engine.fetchall(
             f"SELECT r.n, r.invoice_id, {_COLUMNS} FROM run_invoices AS r"
             " LEFT JOIN invoices AS i ON i.invoice_id = r.invoice_id WHERE r.run_id = ? AND r.k = ?",
             (run_id, k),
         )
+        if not rows:
+            return None
         n, invoice_id, *stored = rows[0]
         return n, invoice_id, Invoice.from_row(tuple(stored)) if stored[0] is not None else None
+
+    async def take_number(self, run_id: str, account_id: str, k: int, price_version: int) -> tuple[int, str, Invoice | None]:
+        """The account's next number for ``(run, k)`` unless it has one: the number, its invoice id, its invoice once issued."""
+        await self._opened()
+        await self._engine.execute(_ALLOCATE, (run_id, k, account_id, price_version))
+        taken = await self.allocation(run_id, k)
+        if taken is None:  # pragma: no cover - the statement above wrote it, or it was there
+            raise RuntimeError(f"no number taken for ({run_id}, {k})")
+        return taken
+
+    async def give_back_number(self, run_id: str, account_id: str, k: int) -> None:
+        """Give back ``(run, k)``'s number if its invoice was never issued and it is still the account's last."""
+        await self._opened()
+        await self._engine.execute(_RELEASE, (run_id, k, account_id))
+
+    async def insert(self, invoice: Invoice) -> Invoice:
+        """Store an invoice under a number ``take_number`` gave it; the stored row."""
+        await self._opened()
+        await self._engine.execute(_INSERT_INVOICE, invoice.row())
+        stored = await self.get(invoice.invoice_id)
+        if stored is None:  # pragma: no cover - the insert above committed
+            raise RuntimeError(f"invoice {invoice.invoice_id} was not stored")
+        return stored
 
     async def issue(
         self,
@@ -266,9 +319,7 @@ class InvoiceStore:
         progress event) joins its group commit; it is called on re-execution
         too (the engine stores a step's writes at most once).
         """
-        await self._opened()
-        await self._engine.execute(_ALLOCATE, (run_id, k, account_id, prices.version))
-        n, invoice_id, stored = await self._allocation(run_id, k)
+        n, invoice_id, stored = await self.take_number(run_id, account_id, k, prices.version)
         if stored is not None:
             if alongside is not None:
                 await alongside(stored)

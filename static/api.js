@@ -116,12 +116,19 @@ export const api = {
   runs: (limit = 20) => request("GET", `/api/runs?limit=${limit}`),
   invoices: (runId) => request("GET", `/api/runs/${enc(runId)}/invoices`),
   invoice: (invoiceId) => request("GET", `/api/invoices/${enc(invoiceId)}`),
+  creditNote: (creditNoteId) => request("GET", `/api/credit-notes/${enc(creditNoteId)}`),
+  corrections: (runId) => request("GET", `/api/runs/${enc(runId)}/corrections`),
+  correct: (runId) => request("POST", `/api/runs/${enc(runId)}/correct`, {}),
   prices: (version = null) => request("GET", version === null ? "/api/prices" : `/api/prices?version=${enc(String(version))}`),
   putPrices: (body) => request("PUT", "/api/prices", body),
 };
 
 export function csvUrl(runId) {
   return `/api/runs/${enc(runId)}/invoices?format=csv`;
+}
+
+export function correctionsCsvUrl(runId) {
+  return `/api/runs/${enc(runId)}/corrections?format=csv`;
 }
 
 /** Stream URL; EventSource cannot send headers, so the token travels in the query. */
@@ -134,24 +141,29 @@ export function streamUrl(runId, startIndex) {
   return `/api/stream/${enc(runId)}${query ? `?${query}` : ""}`;
 }
 
-/** Fetch the CSV with the token header and hand it to the browser as a download. */
-export async function downloadCsv(runId) {
+/** Fetch the run's invoices CSV with the token header and hand it to the browser as a download. */
+export function downloadCsv(runId) {
+  return downloadFile(csvUrl(runId), `invoices-${runId}.csv`);
+}
+
+/** Fetch `path` with the token header and hand it to the browser as the download `filename`. */
+export async function downloadFile(path, filename) {
   const token = getToken();
-  const response = await fetch(csvUrl(runId), {
+  const response = await fetch(path, {
     headers: token ? { Authorization: `Bearer ${token}` } : {},
     cache: "no-store",
   });
   if (response.status === 401) {
     const fresh = await obtainToken(token);
     if (!fresh) throw new ApiError(401, "An access token is required.", null);
-    return downloadCsv(runId);
+    return downloadFile(path, filename);
   }
   if (!response.ok) throw new ApiError(response.status, `CSV download failed (${response.status}).`, null);
   const blob = await response.blob();
   const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = url;
-  a.download = `invoices-${runId}.csv`;
+  a.download = filename;
   document.body.append(a);
   a.click();
   a.remove();

@@ -8,6 +8,7 @@ import { elapsed, plural, setTime } from "./format.js";
 import { InvoiceTable } from "./table.js";
 import { RunHistory } from "./history.js";
 import { PricePanel } from "./prices.js";
+import { CorrectionPanel } from "./correction.js";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const EVENT_STATUS = { complete: "completed", cancelled: "cancelled", error: "failed" };
 
@@ -149,6 +150,7 @@ const form = {
 
 const view = {};
 let table;
+let correction;
 // The selected run: { runId, status, total, current (invoices seen), finalCount
 // (from the terminal event or the cancel answer), info (last /api/status), follower, ... }
 let current = null;
@@ -157,8 +159,8 @@ let ownHash = null;
 
 function initView() {
   for (const id of ["run-panel", "run-badge", "run-empty", "run-body", "run-id", "run-account",
-    "run-delay", "run-prices", "run-created", "run-started", "run-completed", "progress", "progress-text",
-    "run-status", "connection", "cancel-button", "csv-link", "run-error"]) {
+    "run-delay", "run-prices", "run-corrects-fact", "run-corrects", "run-created", "run-started", "run-completed",
+    "progress", "progress-text", "run-status", "connection", "cancel-button", "csv-link", "run-error"]) {
     view[id] = $(id);
   }
   table = new InvoiceTable({
@@ -166,7 +168,20 @@ function initView() {
     count: $("invoice-count"),
     empty: $("invoices-empty"),
     fetchInvoice: (invoiceId) => api.invoice(invoiceId),
+    fetchCreditNote: (creditNoteId) => api.creditNote(creditNoteId),
   });
+  correction = new CorrectionPanel({
+    block: $("correction"),
+    summary: $("correction-summary"),
+    progressBlock: $("correction-progress-block"),
+    progress: $("correction-progress"),
+    progressText: $("correction-text"),
+    status: $("correction-status"),
+    correct: $("correct-button"),
+    cancel: $("correction-cancel"),
+    csv: $("corrections-csv"),
+    error: $("correction-error"),
+  }, { table, onChange: () => runHistory.refresh() });
   view["cancel-button"].addEventListener("click", cancelCurrent);
   view["csv-link"].addEventListener("click", (event) => {
     if (!current || !getToken()) return; // a plain link works without a token
@@ -272,23 +287,35 @@ async function refreshStatus(run, attempt = 0) {
   }
 }
 
+// The invoice an event says was issued: a batch's invoice, or a correction's replacement.
+function issuedBy(data) {
+  if (data.type === "correction") {
+    return { invoiceId: data.replacementId, n: data.current, customer: data.customer, currency: data.currency,
+      totalCents: data.totalCents };
+  }
+  const n = typeof data.current === "number" ? data.current : table.count + 1;
+  const invoiceId = data.invoiceId || `INV-${data.accountId}-${String(n).padStart(4, "0")}`;
+  return { invoiceId, n, customer: data.customer, currency: data.currency, totalCents: data.totalCents };
+}
+
 function onStreamEvent(run, index, data) {
   if (!isCurrent(run) || !data || typeof data !== "object") return;
   if (typeof data.total === "number") run.total = data.total;
-  if (data.type === "progress") {
-    const n = typeof data.current === "number" ? data.current : table.count + 1;
-    const invoiceId = data.invoiceId || `INV-${data.accountId}-${String(n).padStart(4, "0")}`;
-    table.add({ invoiceId, n, customer: data.customer, currency: data.currency, totalCents: data.totalCents });
-    run.current = Math.max(run.current, n, table.count);
+  if (data.type === "progress" || data.type === "correction") {
+    const invoice = issuedBy(data);
+    table.add(invoice);
+    run.current = Math.max(run.current, invoice.n, table.count);
     if (run.status === "pending" || run.status === null) {
       run.status = "running";
       refreshStatus(run); // picks up startedAt
     }
   } else if (data.type in EVENT_STATUS) {
     run.status = EVENT_STATUS[data.type];
-    if (typeof data.current === "number") {
-      run.current = Math.max(run.current, data.current);
-      run.finalCount = data.current;
+    // A correction's `current` also counts invoices it skipped or rolled back.
+    const count = typeof data.invoicesCorrected === "number" ? data.invoicesCorrected : data.current;
+    if (typeof count === "number") {
+      run.current = Math.max(run.current, count);
+      run.finalCount = count;
     }
     if (data.type === "error") run.errorMessage = data.message || "The batch failed.";
     refreshStatus(run);
@@ -337,7 +364,8 @@ function statusSentence(run) {
   switch (run.status) {
     case "pending": return "Pending: waiting to start.";
     case "running": return "Running.";
-    case "completed": return `Completed: ${done} of ${total} invoices issued.`;
+    case "completed":
+      return `Completed: ${done} of ${total} invoices ${run.info?.kind === "correction" ? "corrected" : "issued"}.`;
     case "cancelled": return `Cancelled after ${done} of ${total} invoices.`;
     case "failed": {
       const why = run.errorMessage || run.info?.error || "unknown error";
@@ -369,6 +397,11 @@ function renderRun() {
   view["run-account"].textContent = info.accountId || "—";
   view["run-delay"].textContent = info.delay ?? "—";
   view["run-prices"].textContent = typeof info.priceVersion === "number" ? `v${info.priceVersion}` : "—";
+  view["run-corrects-fact"].hidden = !info.correctsRunId;
+  if (info.correctsRunId) {
+    view["run-corrects"].textContent = info.correctsRunId;
+    view["run-corrects"].href = `#run=${encodeURIComponent(info.correctsRunId)}`;
+  }
   setTime(view["run-created"], info.createdAt);
   setTime(view["run-started"], info.startedAt);
   setTime(view["run-completed"], info.completedAt);
@@ -400,6 +433,7 @@ function renderRun() {
   csv.textContent = status === "cancelled"
     ? `Download CSV of the ${plural(done, "issued invoice")}`
     : "Download CSV of issued invoices";
+  correction.setRun(run.runId, status);
 }
 
 async function cancelCurrent() {
@@ -483,6 +517,7 @@ function startPricePanel() {
   window.addEventListener("invoices:token", () => {
     if (!panel.shown) panel.show(null);
   });
+  window.addEventListener("invoices:prices", () => correction.pricesChanged());
 }
 
 function boot() {

@@ -105,13 +105,16 @@ export class RunHistory {
     const [badge, account, count, when] = li.firstElementChild.children;
     badge.dataset.status = run.status;
     badge.textContent = run.status;
-    account.textContent = run.accountId ?? "—";
+    // A correction run names what it is: its counts are invoices corrected, not issued.
+    const what = run.kind === "correction" ? "correction" : "batch";
+    account.textContent = what === "correction" ? `${run.accountId ?? "—"} · correction` : (run.accountId ?? "—");
     const done = typeof run.current === "number" ? `${run.current} / ${run.total}` : `${run.total}`;
     count.textContent = done;
     when.dateTime = run.createdAt || "";
     when.textContent = shortTime(run.createdAt);
+    const label = what === "correction" ? `${run.accountId} correction` : run.accountId;
     li.firstElementChild.setAttribute("aria-label",
-      `${run.accountId}, ${run.status}, ${done} invoices, created ${shortTime(run.createdAt)}`);
+      `${label}, ${run.status}, ${done} invoices${what === "correction" ? " corrected" : ""}, created ${shortTime(run.createdAt)}`);
   }
 
   markSelected(runId) {

@@ -231,6 +231,8 @@ export class PricePanel {
       this.latest = stored.version;
       this.shown = stored;
       this.endEdit(`Saved as version ${stored.version}. Batches started from now on bill at these prices.`);
+      // Invoices billed at the version before may now be corrected.
+      window.dispatchEvent(new CustomEvent("invoices:prices", { detail: { version: stored.version } }));
     } catch (err) {
       this.saving = false;
       this.refused(err);

@@ -1,7 +1,9 @@
 // The table of issued invoices: each invoice once (by id), newest first, at
 // most MAX_ROWS rows in the DOM however long the batch, plus the full count.
 // An invoice's id is a button that opens a row below it with its line items
-// (fetched once per invoice: an issued invoice never changes).
+// (fetched once per invoice: lines and amounts never change). A corrected
+// invoice is struck through, with links to the credit note that voids it and
+// to its replacement; a link opens that document's lines below the row.
 
 import { formatMoney, plural } from "./format.js";
 
@@ -11,17 +13,27 @@ const MAX_CACHED = 500;
 export class InvoiceTable {
   /**
    * @param {{body: HTMLTableSectionElement, count: HTMLElement, empty: HTMLElement,
-   *          fetchInvoice(invoiceId: string): Promise<object>}} elements
+   *          fetchInvoice(invoiceId: string): Promise<object>,
+   *          fetchCreditNote(creditNoteId: string): Promise<object>}} elements
    */
-  constructor({ body, count, empty, fetchInvoice }) {
+  constructor({ body, count, empty, fetchInvoice, fetchCreditNote }) {
     this.body = body;
     this.countEl = count;
     this.emptyEl = empty;
-    this.fetchInvoice = fetchInvoice;
-    this.details = new Map(); // invoice id -> Promise of the invoice
+    this.fetchers = { invoice: fetchInvoice, creditNote: fetchCreditNote };
+    this.details = new Map(); // document id -> Promise of the document
+    this.corrections = new Map(); // invoice id -> {creditNoteId, replacementId, status}
     this.body.addEventListener("click", (event) => {
       const toggle = event.target.closest("button.row-toggle");
-      if (toggle && this.body.contains(toggle)) this.toggle(toggle.closest("tr"));
+      if (toggle && this.body.contains(toggle)) {
+        this.toggle(toggle.closest("tr"));
+        return;
+      }
+      const link = event.target.closest("a.doc-link");
+      if (link && this.body.contains(link)) {
+        event.preventDefault();
+        this.openDocument(link.closest("tr"), link.dataset.doc, link.dataset.kind);
+      }
     });
     this.reset();
   }
@@ -78,13 +90,49 @@ export class InvoiceTable {
     toggle.append(prefix, invoice.invoiceId.slice(cut));
     id.append(toggle);
     const customer = document.createElement("td");
-    customer.textContent = invoice.customer || "—";
+    const name = document.createElement("span");
+    name.className = "customer-name";
+    name.textContent = invoice.customer || "—";
+    customer.append(name);
     if (invoice.customer) customer.title = invoice.customer;
     const amount = document.createElement("td");
     amount.className = "num";
     amount.textContent = formatMoney(invoice.totalCents, invoice.currency);
     tr.append(id, customer, amount);
+    this.showCorrection(tr);
     return tr;
+  }
+
+  // ---------------------------------------------------------------- corrections
+
+  /** Show exactly these corrections (GET /api/runs/<id>/corrections): the corrected rows struck through. */
+  setCorrections(corrections) {
+    this.corrections = new Map();
+    for (const correction of corrections) {
+      if (correction.status === "corrected") this.corrections.set(correction.invoiceId, correction);
+    }
+    for (const tr of this.body.querySelectorAll(":scope > tr[data-invoice-id]")) this.showCorrection(tr);
+  }
+
+  /** One more corrected invoice (a correction event). */
+  markCorrection(correction) {
+    this.corrections.set(correction.invoiceId, correction);
+    const tr = this.body.querySelector(`:scope > tr[data-invoice-id="${CSS.escape(correction.invoiceId)}"]`);
+    if (tr) this.showCorrection(tr);
+  }
+
+  showCorrection(tr) {
+    const correction = this.corrections.get(tr.dataset.invoiceId);
+    const customer = tr.cells[1];
+    customer.querySelector(".void-note")?.remove();
+    tr.classList.toggle("voided", Boolean(correction));
+    tr.dataset.status = correction ? "voided" : "issued";
+    if (!correction) return;
+    const note = document.createElement("span");
+    note.className = "void-note";
+    note.append("Voided by ", docLink("creditNote", correction.creditNoteId, "credit-note-link"),
+      ", replaced by ", docLink("invoice", correction.replacementId, "replacement-link"));
+    customer.append(note);
   }
 
   // ---------------------------------------------------------------- line items
@@ -95,40 +143,47 @@ export class InvoiceTable {
   }
 
   toggle(tr) {
+    this.openDocument(tr, tr.dataset.invoiceId, "invoice");
+  }
+
+  /** Open (or close, when it is the one open) the lines of document `docId` below row `tr`. */
+  openDocument(tr, docId, kind) {
     const toggle = tr.querySelector("button.row-toggle");
     const open = this.detailRow(tr);
     if (open) {
       open.remove();
       toggle.setAttribute("aria-expanded", "false");
       toggle.removeAttribute("aria-controls");
-      return;
+      if (open.dataset.doc === docId) return;
     }
-    const invoiceId = tr.dataset.invoiceId;
     const detail = document.createElement("tr");
     detail.className = "invoice-detail";
-    detail.id = `detail-${invoiceId}`;
+    detail.id = `detail-${docId}`;
+    detail.dataset.doc = docId;
     const cell = document.createElement("td");
     cell.colSpan = 3;
     cell.textContent = "Loading line items…";
     detail.append(cell);
     tr.after(detail);
-    toggle.setAttribute("aria-expanded", "true");
-    toggle.setAttribute("aria-controls", detail.id);
-    this.invoice(invoiceId).then(
-      (invoice) => cell.replaceChildren(lineItemsTable(invoice)),
+    if (docId === tr.dataset.invoiceId) {
+      toggle.setAttribute("aria-expanded", "true");
+      toggle.setAttribute("aria-controls", detail.id);
+    }
+    this.document(docId, kind).then(
+      (doc) => cell.replaceChildren(lineItemsTable(doc, docId)),
       (err) => {
-        this.details.delete(invoiceId);
+        this.details.delete(docId);
         cell.textContent = `Could not load the line items: ${err.message}`;
         cell.classList.add("detail-error");
       },
     );
   }
 
-  invoice(invoiceId) {
-    let pending = this.details.get(invoiceId);
+  document(docId, kind) {
+    let pending = this.details.get(docId);
     if (!pending) {
-      pending = this.fetchInvoice(invoiceId);
-      this.details.set(invoiceId, pending);
+      pending = this.fetchers[kind](docId);
+      this.details.set(docId, pending);
       if (this.details.size > MAX_CACHED) this.details.delete(this.details.keys().next().value);
     }
     return pending;
@@ -151,12 +206,23 @@ function cell(tag, text, className) {
   return el;
 }
 
-/** An invoice's lines, subtotal, tax and total, as the API stored them. */
-export function lineItemsTable(invoice) {
+/** The API's URL of a document, what a link to it opens without the page. */
+function docLink(kind, docId, className) {
+  const a = document.createElement("a");
+  a.className = `doc-link ${className}`;
+  a.href = kind === "creditNote" ? `/api/credit-notes/${encodeURIComponent(docId)}` : `/api/invoices/${encodeURIComponent(docId)}`;
+  a.dataset.doc = docId;
+  a.dataset.kind = kind;
+  a.textContent = docId;
+  return a;
+}
+
+/** An invoice's (or a credit note's) lines, subtotal, tax and total, as the API stored them. */
+export function lineItemsTable(invoice, docId = invoice.invoiceId) {
   const money = (cents) => formatMoney(cents, invoice.currency);
   const table = document.createElement("table");
   table.className = "line-items";
-  table.append(cell("caption", `Line items of ${invoice.invoiceId}, priced at price list v${invoice.priceVersion}`));
+  table.append(cell("caption", `Line items of ${docId}, priced at price list v${invoice.priceVersion}`));
   const head = document.createElement("thead");
   const headRow = document.createElement("tr");
   for (const [label, className] of [["SKU"], ["Description"], ["Qty", "num"], ["Unit price", "num"], ["Amount", "num"]]) {

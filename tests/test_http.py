@@ -233,6 +233,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
     body = await api.status(run_id)
     assert list(body) == [
         "runId",
+        "kind",
         "status",
         "createdAt",
         "startedAt",
@@ -251,6 +252,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
     assert body == {
         **body,
         "runId": run_id,
+        "kind": "batch",
         "status": "completed",
         "accountId": "acct_1",
         "total": 2,
@@ -271,6 +273,7 @@ async def test_status_of_a_running_run_has_null_completion(api: Api) -> None:
     assert ISO_MS.fullmatch(body["createdAt"]) and ISO_MS.fullmatch(body["startedAt"]), body
     assert body == {
         "runId": run_id,
+        "kind": "batch",
         "status": "running",
         "createdAt": body["createdAt"],
         "startedAt": body["startedAt"],
@@ -543,6 +546,9 @@ async def test_invoices_as_json_and_csv(api: Api) -> None:
         "taxCents": draft.tax_cents,
         "totalCents": draft.total_cents,
         "issuedAt": first["issuedAt"],
+        "status": "issued",
+        "voidedBy": None,
+        "replaces": None,
     }
     assert ISO_MS.fullmatch(first["issuedAt"])
     assert [invoice["n"] for invoice in body["invoices"]] == [1, 2, 3]

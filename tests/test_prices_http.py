@@ -119,6 +119,9 @@ def expected_invoice(account_id: str, n: int, run_id: str, prices: PriceList) ->
         "subtotalCents": draft.subtotal_cents,
         "taxCents": draft.tax_cents,
         "totalCents": draft.total_cents,
+        "status": "issued",
+        "voidedBy": None,
+        "replaces": None,
     }
 
 

@@ -23,8 +23,8 @@ CHROMIUM_ARGS = [
 
 
 def usd(cents: int) -> str:
-    """An amount as the panel shows it in the en-US locale."""
-    return f"${cents / 100:,.2f}"
+    """An amount as the panel shows it in the en-US locale (a credit note's are negative: ``-$1.00``)."""
+    return f"{'-' if cents < 0 else ''}${abs(cents) / 100:,.2f}"
 
 
 @dataclass
