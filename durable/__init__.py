@@ -4,6 +4,7 @@ from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_wor
 from ._engine import Engine, Run
 from ._errors import (
     CannotCancel,
+    CannotResume,
     DatabaseLocked,
     DuplicateWorkflow,
     DurableError,
@@ -26,6 +27,7 @@ from ._streams import StreamChunk
 __all__ = [
     "AttemptInfo",
     "CannotCancel",
+    "CannotResume",
     "DatabaseLocked",
     "DuplicateWorkflow",
     "DurableError",

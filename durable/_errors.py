@@ -9,6 +9,7 @@ Tree::
     ├── RunFailed               ``Run.result()`` of a failed run
     ├── RunNotFound             no run with that id
     ├── CannotCancel            cancel of a completed or failed run
+    ├── CannotResume            resume or fork refused (status, or workflow not registered)
     ├── NonDeterminismError     replay met another operation than the journal holds
     ├── DatabaseLocked          another engine holds the database file
     ├── DuplicateWorkflow       two different workflows registered under one name
@@ -75,6 +76,15 @@ class CannotCancel(DurableError):
         super().__init__(f"Cannot cancel workflow run {run_id} with status {status}")
         self.run_id = run_id
         self.status = status
+
+
+class CannotResume(DurableError):
+    """The run cannot be resumed or forked: its status does not allow it, or its workflow is unknown here."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"Cannot continue workflow run {run_id}: {reason}")
+        self.run_id = run_id
+        self.reason = reason
 
 
 class NonDeterminismError(DurableError):

@@ -159,6 +159,68 @@ class Journal:
     def stream_closed(run_id: str, namespace: str, at: float) -> Statement:
         return ("INSERT OR IGNORE INTO closed_streams (run_id, namespace, closed_at) VALUES (?, ?, ?)", (run_id, namespace, at))
 
+    # -- statements: operating runs (resume, fork) ---------------------------------
+
+    @staticmethod
+    def run_resumed(run_id: str, last_completed: int) -> list[Statement]:
+        """Continue a failed or cancelled run after its step at ``last_completed``.
+
+        Kept: every completed step (with its failed tries) and what the body did up to
+        that step. Dropped, so they run afresh: steps that failed for good or were
+        between tries (their tries too: a fresh retry budget), and every operation and
+        stream chunk after it (the body's failure or cancellation events among them).
+        Streams reopen; a replayed ``close()`` closes them again.
+        """
+        return [
+            ("DELETE FROM ops WHERE run_id = ? AND (seq > ? OR state = 'failed')", (run_id, last_completed)),
+            (
+                "DELETE FROM attempts WHERE run_id = ? AND seq NOT IN"
+                " (SELECT seq FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed')",
+                (run_id, run_id),
+            ),
+            ("DELETE FROM chunks WHERE run_id = ? AND seq > ?", (run_id, last_completed)),
+            ("DELETE FROM closed_streams WHERE run_id = ?", (run_id,)),
+            (
+                "UPDATE runs SET status = CASE WHEN started_at IS NULL THEN 'pending' ELSE 'running' END,"
+                " completed_at = NULL, output = NULL, error = NULL, unwound = 1"
+                " WHERE run_id = ? AND status IN ('failed', 'cancelled')",
+                (run_id,),
+            ),
+        ]
+
+    @staticmethod
+    def run_forked(source: str, run_id: str, from_seq: int, created_at: float) -> list[Statement]:
+        """A new pending run with the input of ``source`` and its journal before ``from_seq``.
+
+        Chunks keep their order; their indexes are renumbered from 0 per namespace, so
+        the copied streams have no gap where a later operation had written.
+        """
+        return [
+            (
+                "INSERT INTO runs (run_id, workflow_name, input, status, created_at, forked_from, forked_at_seq)"
+                " SELECT ?, workflow_name, input, 'pending', ?, run_id, ? FROM runs WHERE run_id = ?",
+                (run_id, created_at, from_seq, source),
+            ),
+            (
+                "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at)"
+                " SELECT ?, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at"
+                " FROM ops WHERE run_id = ? AND seq < ?",
+                (run_id, source, from_seq),
+            ),
+            (
+                "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, retry_at)"
+                " SELECT ?, seq, name, attempt, started_at, ended_at, error, retry_at"
+                " FROM attempts WHERE run_id = ? AND seq < ?",
+                (run_id, source, from_seq),
+            ),
+            (
+                "INSERT INTO chunks (run_id, namespace, idx, seq, part, data, written_at)"
+                " SELECT ?, namespace, ROW_NUMBER() OVER (PARTITION BY namespace ORDER BY idx) - 1,"
+                " seq, part, data, written_at FROM chunks WHERE run_id = ? AND seq < ?",
+                (run_id, source, from_seq),
+            ),
+        ]
+
     # -- reads --------------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -179,6 +241,13 @@ class Journal:
     async def run_status(self, run_id: str) -> str | None:
         row = await self._fetchone("SELECT status FROM runs WHERE run_id = ?", (run_id,))
         return None if row is None else str(row[0])
+
+    async def last_completed_step(self, run_id: str) -> int:
+        """The sequence number of the run's last completed step, -1 when none completed."""
+        row = await self._fetchone(
+            "SELECT COALESCE(MAX(seq), -1) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed'", (run_id,)
+        )
+        return int(row[0]) if row else -1
 
     async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, str | None] | None:
         """Status, output and error of one run."""

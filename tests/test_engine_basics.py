@@ -21,6 +21,7 @@ from durable import (
     step,
     workflow,
 )
+from durable._schema import MIGRATIONS
 
 seen: list[object] = []
 
@@ -190,7 +191,7 @@ async def test_pragmas_and_schema_version(db_path: Path, sql: sqlite3.Connection
     async with Engine(db_path) as engine:
         assert await engine.fetchall("PRAGMA synchronous") == [(2,)]  # FULL by default
     assert sql.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert sql.execute("PRAGMA user_version").fetchone() == (2,)
+    assert sql.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)  # every migration applied
     with pytest.raises(ValueError, match="synchronous must be one of"):
         Engine(db_path, synchronous="SOMETIMES")
 

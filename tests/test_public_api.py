@@ -21,6 +21,7 @@ def test_public_surface_is_pinned() -> None:
     assert durable.__all__ == [
         "AttemptInfo",
         "CannotCancel",
+        "CannotResume",
         "DatabaseLocked",
         "DuplicateWorkflow",
         "DurableError",

@@ -1,0 +1,88 @@
+"""Workflows for the inspect, resume and fork tests, importable by ``python -m durable --import``.
+
+They are steered through files, so that a test, the CLI and a server process all
+see the same switches: a step fails while its ``gate`` file exists, and every
+execution of a step appends a line to ``<gate>.log``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from durable import FatalError, RetryableError, get_step_metadata, get_writable, sleep, step, workflow
+
+
+def log_lines(gate: str) -> list[str]:
+    path = Path(gate + ".log")
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def lift(gate: str) -> None:
+    """Remove the gate: guarded steps succeed from now on."""
+    Path(gate).unlink()
+
+
+def _shut(gate: str) -> bool:
+    return Path(gate).exists()
+
+
+def _log(gate: str, what: str) -> None:
+    with Path(gate + ".log").open("a") as log:
+        log.write(f"{what} attempt {get_step_metadata().attempt}\n")
+
+
+@step(name="inspect.record")
+async def record(gate: str, i: int) -> int:
+    _log(gate, f"record {i}")
+    return i * 10
+
+
+@step(name="inspect.guarded", max_retries=1)
+async def guarded(gate: str) -> str:
+    _log(gate, "guarded")
+    if _shut(gate):
+        raise FatalError("card declined")
+    return "charged"
+
+
+@step(name="inspect.flaky")
+async def flaky(gate: str, failures: int) -> str:
+    attempt = get_step_metadata().attempt
+    _log(gate, "flaky")
+    if attempt <= failures:
+        raise RetryableError(f"try {attempt} failed", retry_after="10ms")
+    return f"ok after {attempt}"
+
+
+@workflow(name="inspect.pipeline")
+async def pipeline(gate: str, n: int) -> dict[str, object]:
+    """``n`` recorded steps (a stream chunk after each), then the guarded charge."""
+    out = get_writable()
+    total = 0
+    for i in range(n):
+        total += await record(gate, i)
+        await out.write({"step": i})
+    receipt = await guarded(gate)
+    await out.write({"done": receipt})
+    return {"total": total, "receipt": receipt}
+
+
+@workflow(name="inspect.retrying")
+async def retrying(gate: str) -> str:
+    """A step that fails twice before it succeeds, a short sleep, one more step."""
+    first = await flaky(gate, 2)
+    await sleep("10ms")
+    await record(gate, 1)
+    return first
+
+
+@workflow(name="inspect.sleeper")
+async def sleeper(gate: str, delay: str) -> str:
+    """A step, a long sleep, a step: cancel it while it sleeps."""
+    await record(gate, 0)
+    await sleep(delay)
+    await record(gate, 1)
+    return "woke"
+
+
+WORKFLOWS = [pipeline, retrying, sleeper]
