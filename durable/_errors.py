@@ -12,6 +12,7 @@ Tree::
     ├── CannotResume            resume or fork refused (status, or workflow not registered)
     ├── NonDeterminismError     replay met another operation than the journal holds
     ├── DatabaseLocked          another engine holds the database file
+    ├── UnreadableJournal       a file the inspector cannot read (missing, not a journal, other version)
     ├── DuplicateWorkflow       two different workflows registered under one name
     └── EngineClosed            use of an engine that is not open
     RunCancelled (BaseException) the run was cancelled
@@ -112,6 +113,10 @@ class DatabaseLocked(DurableError):
         )
         self.path = path
         self.holder_pid = holder_pid
+
+
+class UnreadableJournal(DurableError):
+    """The file is missing, is not a journal, or has a schema version this code cannot read."""
 
 
 class DuplicateWorkflow(DurableError):

@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from durable import Engine
+from durable.web import add_inspector
 
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
@@ -25,6 +26,10 @@ __all__ = ["DEFAULT_STATIC_DIR", "create_app"]
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
+async def _to_inspector(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPPermanentRedirect("/workflows/")
+
+
 def create_app(
     db_path: str | os.PathLike[str],
     *,
@@ -38,7 +43,8 @@ def create_app(
 
     ``host`` is the address the server binds to: when it is loopback, requests
     for any other host name are refused (DNS rebinding). ``token``, when set,
-    is required on every ``/api/`` route. The engine opens when the app starts
+    is required on every ``/api/`` route and on the inspector's data routes under
+    ``/workflows/`` (its pages and files load without it). The engine opens when the app starts
     and closes when it is cleaned up; open SSE responses end at shutdown.
     """
     app = web.Application(
@@ -53,6 +59,12 @@ def create_app(
     hub = SseHub(keepalive=sse_keepalive, write_timeout=sse_write_timeout)
     app[hub_key] = hub
     app.add_routes(routes)
+    # The run inspector, before the catch-all file route; it finds the engine under
+    # engine_key once engine_lifetime has opened it.
+    inspector = web.Application()
+    add_inspector(inspector, engine_key)
+    app.add_subapp("/workflows/", inspector)
+    app.router.add_get("/workflows", _to_inspector)
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
 

@@ -14,8 +14,10 @@ reading data:
   ``Content-Type: application/json`` on POST (415, checked where the body is
   read) also rules out the "simple" cross-site form posts that skip CORS
   preflight.
-- **Optional bearer token** (``token_guard``): every ``/api/`` route requires
-  ``Authorization: Bearer <token>``; ``GET /api/stream/...`` also takes
+- **Optional bearer token** (``token_guard``): every ``/api/`` route, and every
+  route of the run inspector under ``/workflows/`` but its pages and their
+  files, requires ``Authorization: Bearer <token>``; the event streams
+  (``GET /api/stream/...``, ``GET /workflows/runs/<id>/stream``) also take
   ``?token=`` because ``EventSource`` cannot send headers.
 - **Security headers** (``add_security_headers``) on every response: a CSP
   without inline script, ``nosniff``, no referrer, no framing.
@@ -38,6 +40,7 @@ __all__ = [
     "host_guard",
     "is_loopback_bind",
     "is_loopback_host",
+    "needs_token",
     "origin_guard",
     "token_guard",
 ]
@@ -122,17 +125,36 @@ def _same(given: str, expected: bytes) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)
 
 
+INSPECTOR = "/workflows/"
+_INSPECTOR_PAGES = frozenset({INSPECTOR, INSPECTOR + "run"})
+
+
+def needs_token(request: web.Request) -> bool:
+    """The API, and the inspector's data and commands; not the pages and files that ask for the token."""
+    path = request.path
+    if path.startswith("/api/"):
+        return True
+    if not path.startswith(INSPECTOR):
+        return False
+    public = path in _INSPECTOR_PAGES or path.startswith(INSPECTOR + "static/")
+    return not (public and request.method in ("GET", "HEAD"))
+
+
+def _is_event_stream(path: str) -> bool:
+    return path.startswith("/api/stream/") or (path.startswith(INSPECTOR + "runs/") and path.endswith("/stream"))
+
+
 def token_guard(token: str | None) -> Middleware:
-    """401 for ``/api/`` requests without the bearer token, when one is configured."""
+    """401 for API and inspector requests without the bearer token, when one is configured."""
     expected = token.encode("utf-8") if token else None
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or not request.path.startswith("/api/"):
+        if expected is None or not needs_token(request):
             return await handler(request)
         header = request.headers.get("Authorization")
         given = _bearer(header) if header is not None else None
-        if given is None and request.path.startswith("/api/stream/"):
+        if given is None and _is_event_stream(request.path):
             given = request.query.get("token")  # EventSource cannot send headers
         if given is None or not _same(given, expected):
             return json_error(
