@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -145,6 +146,9 @@ async def _apply_all(db: Path, changes: list[Change], wait: bool) -> list[Outcom
 
 
 def apply_locally(db: Path, changes: list[Change], imports: list[str], wait: bool = True) -> list[Outcome]:
+    # Opening the engine warns about every unfinished run whose workflow was not
+    # imported: noise for one command on one run. Errors still show.
+    logging.getLogger("durable").setLevel(logging.ERROR)
     import_workflows(imports)
     return asyncio.run(_apply_all(db, changes, wait))
 
