@@ -64,6 +64,7 @@ function axis(svg, t0, t1, x, width) {
   for (let t = 0; t0 + t <= t1; t += step) {
     const at = x(t0 + t);
     svg.append(svgEl("line", { x1: at, x2: at, y1: AXIS_H - 6, y2: "100%", stroke: "#e2e6ea", "stroke-width": 1 }));
+    if (at > width - 64) continue; // no room for its label at the right edge
     const label = svgEl("text", { x: at + 3, y: AXIS_H - 10, class: "tick", fill: "#59636e" });
     label.textContent = t === 0 ? "0" : `+${humanize(t)}`;
     svg.append(label);
