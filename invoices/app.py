@@ -63,8 +63,8 @@ def create_app(
     # engine_key once engine_lifetime has opened it.
     inspector = web.Application()
     add_inspector(inspector, engine_key)
+    app.router.add_get("/workflows", _to_inspector)  # before the sub-app, which claims its bare prefix too
     app.add_subapp("/workflows/", inspector)
-    app.router.add_get("/workflows", _to_inspector)
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
 

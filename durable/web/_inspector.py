@@ -156,8 +156,13 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 # -- pages and files ----------------------------------------------------------------------
 
 
+# Fixed, not guessed from the machine's MIME tables: module scripts need a JavaScript type.
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
 def _file(name: str) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+    kind = _TYPES.get(Path(name).suffix, "application/octet-stream")
+    return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache", "Content-Type": f"{kind}; charset=utf-8"})
 
 
 def _static_files() -> frozenset[str]:
