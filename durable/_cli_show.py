@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -46,10 +48,26 @@ class Clock:
     def time(self, moment: float | datetime | None) -> str:
         if moment is None:
             return NONE
-        value = moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, tz=UTC)
-        value = value.astimezone(UTC) if self.utc else value.astimezone()
-        text = value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+        seconds, micros = _split(moment)
+        # time.localtime and strftime are C calls: a 10,000-step timeline shows 20,000 times.
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds) if self.utc else time.localtime(seconds))
+        text = f"{stamp}.{micros // 1000:03d}"
         return text + "Z" if self.utc else text
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _split(moment: float | datetime) -> tuple[int, int]:
+    """Whole seconds and microseconds, rounded as ``datetime.fromtimestamp`` rounds."""
+    if isinstance(moment, datetime):
+        return divmod((moment - _EPOCH) // _MICROSECOND, 1_000_000)
+    fraction, whole = math.modf(moment)
+    seconds, micros = int(whole), round(fraction * 1_000_000)
+    if micros < 0:
+        seconds, micros = seconds - 1, micros + 1_000_000
+    return (seconds + 1, 0) if micros == 1_000_000 else (seconds, micros)
 
 
 def span(start: float | datetime | None, end: float | datetime | None) -> str:
