@@ -358,3 +358,29 @@ async def test_reading_works_and_changes_go_through_the_server(server: ServerPro
     done = await cli("--db", db, "cancel", run_id, "--url", url, "--token", "s3cret")
     assert (done.code, done.lines) == (0, [f"{run_id}: cancelled (was running)"])
     assert RunStatus(status_of(server.db, run_id)) is RunStatus.CANCELLED
+
+
+async def test_inspect_hooks_reads_a_hooks_table_when_there_is_one(journal: Journal) -> None:
+    # The hooks table comes with hooks (DESIGN.md section 5); the reader takes whatever columns it has.
+    with sqlite3.connect(journal.db) as conn:
+        conn.execute("CREATE TABLE hooks (token TEXT PRIMARY KEY, run_id TEXT, kind TEXT, metadata BLOB, created_at REAL)")
+        conn.execute(
+            "INSERT INTO hooks VALUES (?, ?, 'hook', ?, ?)",
+            ("review:d1", journal.sleeping.run_id, b'{"doc":"d1"}', 1796155200.25),
+        )
+    listed = await cli("--db", str(journal.db), "inspect", "hooks", "--json")
+    assert listed.json() == [
+        {
+            "token": "review:d1",
+            "run_id": journal.sleeping.run_id,
+            "kind": "hook",
+            "metadata": {"doc": "d1"},
+            "created_at": "2026-12-01T20:00:00.250Z",
+        }
+    ]
+    table = await cli("--db", str(journal.db), "inspect", "hooks", "--run", journal.sleeping.run_id, "--utc")
+    assert [cells(line) for line in table.lines] == [
+        ["TOKEN", "RUN", "KIND", "CREATED", "METADATA"],
+        ["review:d1", journal.sleeping.run_id, "hook", "2026-12-01 20:00:00.250Z", '{"doc":"d1"}'],
+    ]
+    assert (await cli("--db", str(journal.db), "inspect", "hooks", "--run", journal.failed.run_id, "--json")).json() == []
