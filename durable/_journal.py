@@ -2,7 +2,8 @@
 
 Writes are built by the named methods below and committed by the group-commit
 writer (``_writer.py``); reads go through a second connection. Nothing else in
-the engine holds SQL, so another backend only has to provide this interface.
+the engine holds SQL, so another backend only has to provide this interface
+(and ``_journal_read.py``, the read-only queries of the CLI and the inspector).
 """
 
 from __future__ import annotations
