@@ -1,8 +1,9 @@
 """HTTP figures of the invoicing service; prints one JSON line.
 
-Starts ``python server.py`` as a subprocess on a free 127.0.0.1 port with a
-fresh database in a temporary directory (default engine settings, so
-``synchronous=FULL``), then measures over real HTTP from this process:
+Starts ``python server.py`` as a subprocess on a free 127.0.0.1 port, with the
+tests' launcher (``ServerProcess`` of tests/harness.py), on a fresh database in
+a temporary directory (default engine settings, so ``synchronous=FULL``), then
+measures over real HTTP from this process:
 
 - ``batch_10k_s``: wall time from sending ``POST /api/start`` for a batch of
   10,000 invoices at delay ``0s`` until ``GET /api/status`` reports it
@@ -13,8 +14,8 @@ fresh database in a temporary directory (default engine settings, so
   would in real use. ``start_errors`` counts non-200 answers.
 - ``sse_fanout_p99_ms`` / ``sse_clients_missing_events``: one run (100
   invoices, 50 ms apart) streamed to 500 concurrent SSE clients. Latency is
-  write-to-receipt: the moment a client has parsed an event's ``data:`` line
-  minus the invoice's stored ``issuedAt``, which the step stamps just before it
+  write-to-receipt: the moment a client has parsed the event (the tests' SSE
+  parser) minus the invoice's stored ``issuedAt``, which the step stamps just before it
   writes the invoice and the event in one commit, so the figure includes the
   commit (fsync), fan-out, the socket and client parsing. ``issuedAt`` has
   millisecond resolution and is truncated, which can only make latencies look
@@ -33,8 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import socket
 import sys
 import tempfile
 import time
@@ -45,35 +44,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness import ServerProcess, sse_events
+
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def start_server(db: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "server.py",
-        "--port",
-        str(port),
-        "--db",
-        str(db),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-    if not line.startswith(b"Listening on"):
-        raise RuntimeError(f"server did not start: {line!r}")
-    return process, f"http://127.0.0.1:{port}"
 
 
 async def post_start(http: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> tuple[int, str | None]:
@@ -154,14 +129,8 @@ async def bench_fanout(base: str, clients: int, events: int, delay: str) -> tupl
                 if connected == clients:
                     all_connected.set()
                 seen = received[index]
-                last_id = -1
-                async for raw in response.content:
-                    if raw.startswith(b"id: "):
-                        last_id = int(raw[4:])
-                    elif raw.startswith(b"data: "):
-                        now = time.time()
-                        kind = orjson.loads(raw[6:])["type"]
-                        seen.append((last_id, kind, now))
+                async for event in sse_events(response):
+                    seen.append((event.id, event.data["type"], time.time()))
 
         tasks = [asyncio.create_task(client(i)) for i in range(clients)]
         await asyncio.wait_for(all_connected.wait(), timeout=60)
@@ -191,23 +160,22 @@ async def bench_fanout(base: str, clients: int, events: int, delay: str) -> tupl
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        process, base = await start_server(Path(tmp) / "bench.db")
+        server = ServerProcess(Path(tmp) / "bench.db", Path(tmp) / "server.log")
+        await server.start()
+        base = server.base
+        exit_code: int | None = None
         try:
             timeout = aiohttp.ClientTimeout(total=120)
-            async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100), timeout=timeout
-            ) as http:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), timeout=timeout) as http:
                 batch = await bench_batch(http, base, args.batch_total)
                 rps, errors = await bench_starts(http, base, args.start_requests, args.start_clients)
                 await wait_idle(http, base, 60)
             p99, missing = await bench_fanout(base, args.sse_clients, args.sse_events, args.sse_delay)
         finally:
-            process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), timeout=10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+                exit_code = await server.stop()
+            except AssertionError:  # it ignored SIGTERM and was killed
+                exit_code = None
     return {
         "batch_total": args.batch_total,
         "batch_10k_s": batch,
@@ -218,7 +186,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "sse_events": args.sse_events + 1,
         "sse_fanout_p99_ms": p99,
         "sse_clients_missing_events": missing,
-        "server_exit_code": process.returncode,
+        "server_exit_code": exit_code,
     }
 
 

@@ -118,7 +118,7 @@ def plan(db: Path, where: str, params: tuple[Any, ...]) -> str:
 def bench_list(db: Path, count: int, tries: int) -> dict[str, Any]:
     with JournalReader(db) as reader:
         middle = reader.list_runs(limit=1, after=f"{time.time() - count / 2!r}:wrun_").runs[0].cursor
-        figures = {
+        figures: dict[str, Any] = {
             "newest_ms": median_ms(lambda: reader.list_runs(), tries),
             "by_status_ms": median_ms(lambda: reader.list_runs(status="failed"), tries),
             "by_workflow_ms": median_ms(lambda: reader.list_runs(workflow=WORKFLOWS[3]), tries),

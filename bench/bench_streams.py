@@ -83,7 +83,7 @@ def pct(values: array[float] | list[float], q: float) -> float:
 
 async def _reader(run: Run, n: int, attached: asyncio.Event, out: array[float]) -> int:
     count = 0
-    values = aiter(run.readable())
+    values = run.readable()
     try:
         first = await anext(values)
         assert first["i"] == -1, first
@@ -132,7 +132,7 @@ async def throughput(db: Path, wf: Any, *args: Any) -> float:
     async with Engine(db) as engine:
         run = await engine.start(wf, *args)
         elapsed: float = await run.result()
-        n = args[0]
+        n: int = args[0]
         rows = await engine.fetchall("SELECT COUNT(*), MIN(idx), MAX(idx) FROM chunks WHERE run_id = ?", (run.run_id,))
         assert rows == [(n, 0, n - 1)], rows
     return n / elapsed

@@ -7,7 +7,7 @@
 Every scenario runs ``python server.py`` as a subprocess on 127.0.0.1 (port
 picked by the server) with databases in a temporary directory, and talks to
 it over HTTP like tests/test_reliability.py, whose helpers it shares
-(tests/serverproc.py). Scenarios take turns until the time is up:
+(tests/harness.py). Scenarios take turns until the time is up:
 
 - crash: a fresh database, a batch of 2,000 invoices at delay 0s, SIGKILL
   once a random number (1..1900) of invoices is issued, restart, let the
@@ -52,10 +52,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from serverproc import (  # noqa: E402
+from harness import (  # noqa: E402
     Api,
-    Event,
     ServerProcess,
+    SseEvent,
     client_session,
     expected_ids,
     integrity_check,
@@ -105,13 +105,11 @@ class Soak:
                 self.max_rss_mb = max(self.max_rss_mb, server.rss_mb())
             await asyncio.sleep(0.2)
 
-    def count_batch(self, ids: list[str], sql_ids: list[str], events: list[Event], account: str, total: int) -> bool:
+    def count_batch(self, ids: list[str], sql_ids: list[str], events: list[SseEvent], account: str, total: int) -> bool:
         """Add duplicates and missing invoices of a finished batch; True when it is exact."""
         expected = set(expected_ids(account, total))
         numbers = progress_numbers(events)
-        duplicates = (
-            (len(ids) - len(set(ids))) + (len(sql_ids) - len(set(sql_ids))) + (len(numbers) - len(set(numbers)))
-        )
+        duplicates = (len(ids) - len(set(ids))) + (len(sql_ids) - len(set(sql_ids))) + (len(numbers) - len(set(numbers)))
         missing = len(expected - set(ids)) + len(expected - set(sql_ids))
         self.figures["duplicates"] += duplicates
         self.figures["missing"] += missing
@@ -151,14 +149,14 @@ class Soak:
             self.count_batch(ids, sql_ids, events, account, CRASH_TOTAL)
         finally:
             if server.running:
-                await server.terminate()
+                await server.stop()
 
     async def cancel(self, http: Any, api: Api) -> None:
         server = api.server
         account = self.account("cancel")
         run_id = await api.start(account, CANCEL_TOTAL, "0s")
         target = self.rng.randint(1, 300)
-        events: list[Event] = []
+        events: list[SseEvent] = []
         async with asyncio.timeout(60):
             async with http.get(f"{server.base}/api/stream/{run_id}") as response:
                 api.count_response(response.status)
@@ -242,7 +240,10 @@ class Soak:
                         self.figures["server_deaths"] += 1
                         await main.start()
                 if main.running:
-                    await main.terminate()
+                    try:
+                        await main.stop()
+                    except AssertionError as exc:  # it ignored SIGTERM and was killed
+                        self.note_error("shutdown", exc)
         finally:
             sampler.cancel()
             for server in self.servers:
@@ -252,7 +253,7 @@ class Soak:
                 self.figures["integrity_failures"] += 1
         requests = sum(api.requests for api in self.apis)
         errors_5xx = sum(api.errors_5xx for api in self.apis)
-        tracebacks = sum("Traceback" in server.stderr_text() for server in self.servers)
+        tracebacks = sum("Traceback" in server.log_text() for server in self.servers)
         figures = self.figures
         return {
             "duration_s": round(time.monotonic() - began, 1),

@@ -19,10 +19,12 @@ from ._errors import (
 )
 from ._gc import tune_gc
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
-from ._operations import StreamWriter, get_resources, get_writable, sleep
+from ._operations import StreamWriter, get_resources, get_writable, now, sleep
+from ._passing import StreamReader
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
+from ._values import register_type, serializable
 
 __all__ = [
     "AttemptInfo",
@@ -47,6 +49,7 @@ __all__ = [
     "StepFunction",
     "StepMetadata",
     "StreamChunk",
+    "StreamReader",
     "StreamWriter",
     "WorkflowFunction",
     "WorkflowMetadata",
@@ -54,7 +57,10 @@ __all__ = [
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
+    "now",
     "parse_duration",
+    "register_type",
+    "serializable",
     "sleep",
     "step",
     "tune_gc",

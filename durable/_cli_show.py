@@ -134,11 +134,11 @@ def run_facts(detail: RunDetail, clock: Clock) -> list[str]:
         facts.append(("Forked from", f"{run.forked_from} at step {run.forked_at_seq}"))
     if detail.output is not None:
         facts.append(("Output", compact(decode(detail.output))))
-    head, *stack = run.error.splitlines() if run.error else [None]
-    if head is not None:
-        facts.append(("Error", head))
+    if run.error:
+        facts.append(("Error", run.error))
     lines = table(["", ""], [[f"{label}:", value] for label, value in facts])[1:]
-    return lines + [f"    {line}" for line in stack]  # the stack, when the error carries one
+    stack = detail.error.stack.rstrip("\n").splitlines() if detail.error is not None else []
+    return lines + [f"    {line}".rstrip() for line in stack]  # the traceback, when the journal kept one
 
 
 def _attempt_row(attempt: AttemptInfo, clock: Clock) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ class StepMetadata:
     step_id: str
     attempt: int
     step_name: str
+    started_at: datetime  # when this attempt started
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,7 @@ class WorkflowMetadata:
 
     run_id: str
     workflow_name: str
+    started_at: datetime | None  # when the run first started (the same on every replay)
 
 
 @dataclass(slots=True)
@@ -54,4 +57,4 @@ def get_workflow_metadata() -> WorkflowMetadata:
     run = current_run.get()
     if run is None:
         raise RuntimeError("get_workflow_metadata() must be called inside a workflow or one of its steps")
-    return WorkflowMetadata(run.run_id, run.workflow.name)
+    return WorkflowMetadata(run.run_id, run.workflow.name, run.started_at)

@@ -17,13 +17,14 @@ from ._journal import Journal
 from ._lock import FileLock
 from ._models import OperationInfo, RunInfo, RunStatus, run_info
 from ._operate import RunOperator
+from ._passing import decode_result
 from ._registry import DECORATED, WorkflowCatalog, WorkflowFunction
 from ._runtime import RunContext
-from ._serde import dumps, loads
 from ._streams import StreamChunk, StreamHub
 from ._supervisor import RunSupervisor
 from ._timeline import build_timeline
 from ._timers import TimerQueue
+from ._values import encode_call
 
 
 class _State(enum.Enum):
@@ -127,7 +128,7 @@ class Engine:
             raise ValueError(
                 f"workflow {workflow.name!r} is not one of this engine's workflows: pass it in Engine(path, workflows=[...])"
             )
-        input_data = dumps([args, kwargs])
+        input_data = encode_call(args, kwargs)
         run_id = new_run_id()
         await self._journal.commit([self._journal.new_run(run_id, workflow.name, input_data, time.time())])
         self._check_open()
@@ -208,10 +209,12 @@ class Run:
         """The workflow's return value; raises RunFailed, RunCancelled, or TimeoutError."""
         status, output, error = await self._runs.outcome(self.run_id, timeout)
         if status is RunStatus.COMPLETED:
-            return loads(output) if output is not None else None
+            return None if output is None else decode_result(output, self._runs)
         if status is RunStatus.CANCELLED:
             raise RunCancelled(self.run_id)
-        raise RunFailed(self.run_id, error or "unknown error")
+        if error is None:
+            raise RunFailed(self.run_id, "unknown error")
+        raise RunFailed(self.run_id, error.summary, error.error_type, error.message, error.stack)
 
     async def readable(self, start_index: int = 0, namespace: str | None = None) -> AsyncGenerator[Any, None]:
         """The stream's values from ``start_index`` (negative counts from the end) until it closes."""

@@ -41,25 +41,33 @@ class RetryableError(DurableError):
 
 
 class StepFailed(DurableError):
-    """A step failed for good; raised where the workflow awaited it."""
+    """A step failed for good; raised where the workflow awaited it.
 
-    def __init__(self, step_name: str, error_type: str, message: str) -> None:
+    ``error_type`` and ``message`` describe the step's last error, ``stack`` is its
+    original traceback text: the same live and after a restart.
+    """
+
+    def __init__(self, step_name: str, error_type: str, message: str, stack: str = "") -> None:
         super().__init__(f"Step {step_name} failed: {error_type}: {message}")
         self.step_name = step_name
         self.error_type = error_type
         self.message = message
+        self.stack = stack
 
-    def __reduce__(self) -> tuple[type[StepFailed], tuple[str, str, str]]:
-        return (StepFailed, (self.step_name, self.error_type, self.message))
+    def __reduce__(self) -> tuple[type[StepFailed], tuple[str, str, str, str]]:
+        return (StepFailed, (self.step_name, self.error_type, self.message, self.stack))
 
 
 class RunFailed(DurableError):
-    """The run ended in ``failed``; raised by ``Run.result()``."""
+    """The run ended in ``failed``; raised by ``Run.result()`` with the stored error."""
 
-    def __init__(self, run_id: str, error: str) -> None:
+    def __init__(self, run_id: str, error: str, error_type: str = "", message: str = "", stack: str = "") -> None:
         super().__init__(f"Workflow run {run_id} failed: {error}")
         self.run_id = run_id
         self.error = error
+        self.error_type = error_type
+        self.message = message
+        self.stack = stack
 
 
 class RunNotFound(DurableError):

@@ -63,7 +63,13 @@ def operation_json(op: OperationInfo) -> dict[str, Any]:
         "completed_at": iso(op.completed_at),
         "wake_at": iso(op.wake_at),
         "attempts": [
-            {"attempt": a.attempt, "started_at": iso(a.started_at), "ended_at": iso(a.ended_at), "error": a.error}
+            {
+                "attempt": a.attempt,
+                "started_at": iso(a.started_at),
+                "ended_at": iso(a.ended_at),
+                "error": a.error,
+                "stack": a.stack or None,
+            }
             for a in op.attempts
         ],
     }
@@ -99,6 +105,7 @@ def run_json(
         "args": args,
         "kwargs": kwargs,
         "output": decode(detail.output),
+        "error_stack": detail.error.stack or None if detail.error is not None else None,
         "timeline": [operation_json(op) for op in timeline],
         "streams": [stream_json(stream) for stream in streams],
         "hooks": [hook_json(row) for row in hooks],

@@ -19,23 +19,25 @@ from typing import Any
 import aiosqlite
 
 from ._errors import EngineClosed
+from ._failures import ErrorInfo
 from ._replay import Recorded, Replay, StoredRun
 from ._schema import MIGRATIONS
-from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement
+from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement, WriteOwner
 
 __all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Statement"]
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-RUN_COLUMNS = "run_id, workflow_name, status, created_at, started_at, completed_at, error, input"
+RUN_COLUMNS = "run_id, workflow_name, status, created_at, started_at, completed_at, error, input, error_info"
 _TO_RESUME = "(r.status IN ('pending', 'running') OR (r.status = 'cancelled' AND r.unwound = 0))"
 
 _INSERT_OP = (
-    "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_ATTEMPT = (
-    "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, retry_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, stack, retry_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UNFINISHED = "status IN ('pending', 'running')"
 
@@ -88,14 +90,23 @@ class Journal:
     # -- committing -------------------------------------------------------------
 
     def commit(
-        self, statements: list[Statement], on_commit: OnCommit | None = None, on_failure: OnFailure | None = None
+        self,
+        statements: list[Statement],
+        on_commit: OnCommit | None = None,
+        on_failure: OnFailure | None = None,
+        owner: WriteOwner | None = None,
     ) -> asyncio.Future[None]:
-        """Queue statements that commit together; the returned future resolves after COMMIT."""
-        return self._writer.commit(statements, on_commit, on_failure)
+        """Queue statements that commit together; the returned future resolves after COMMIT.
 
-    def commit_then(self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure) -> None:
+        Once a write of ``owner`` failed, its later writes are refused.
+        """
+        return self._writer.commit(statements, on_commit, on_failure, owner)
+
+    def commit_then(
+        self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure, owner: WriteOwner | None = None
+    ) -> None:
         """Queue statements nothing awaits: ``on_commit`` or ``on_failure`` tells the outcome."""
-        self._writer.commit_then(statements, on_commit, on_failure)
+        self._writer.commit_then(statements, on_commit, on_failure, owner)
 
     # -- statements: runs ---------------------------------------------------------
 
@@ -123,31 +134,37 @@ class Journal:
         return ("UPDATE runs SET unwound = 1 WHERE run_id = ?", (run_id,))
 
     @staticmethod
-    def run_ended(run_id: str, status: str, output: bytes | None, error: str | None, at: float) -> Statement:
+    def run_ended(run_id: str, status: str, output: bytes | None, error: ErrorInfo | None, at: float) -> Statement:
+        summary, info = (None, None) if error is None else (error.summary, error.to_bytes())
         return (
-            f"UPDATE runs SET status = ?, output = ?, error = ?, completed_at = ? WHERE run_id = ? AND {_UNFINISHED}",
-            (status, output, error, at, run_id),
+            "UPDATE runs SET status = ?, output = ?, error = ?, error_info = ?, completed_at = ?"
+            f" WHERE run_id = ? AND {_UNFINISHED}",
+            (status, output, summary, info, at, run_id),
         )
 
     # -- statements: operations -------------------------------------------------
 
     @staticmethod
-    def step_completed(run_id: str, seq: int, name: str, result: bytes, attempt: int, started: float, ended: float) -> Statement:
-        return (_INSERT_OP, (run_id, seq, "step", name, "completed", result, attempt, started, ended, None))
+    def step_completed(
+        run_id: str, seq: int, name: str, result: bytes, attempt: int, started: float, ended: float, abandoned: bool
+    ) -> Statement:
+        return (_INSERT_OP, (run_id, seq, "step", name, "completed", result, attempt, started, ended, None, int(abandoned)))
 
     @staticmethod
-    def step_failed(run_id: str, seq: int, name: str, info: bytes, attempt: int, started: float, ended: float) -> Statement:
-        return (_INSERT_OP, (run_id, seq, "step", name, "failed", info, attempt, started, ended, None))
+    def step_failed(
+        run_id: str, seq: int, name: str, info: bytes, attempt: int, started: float, ended: float, abandoned: bool
+    ) -> Statement:
+        return (_INSERT_OP, (run_id, seq, "step", name, "failed", info, attempt, started, ended, None, int(abandoned)))
 
     @staticmethod
     def attempt_failed(
-        run_id: str, seq: int, name: str, attempt: int, started: float, ended: float, error: str, retry_at: float | None
+        run_id: str, seq: int, name: str, attempt: int, started: float, ended: float, error: ErrorInfo, retry_at: float | None
     ) -> Statement:
-        return (_INSERT_ATTEMPT, (run_id, seq, name, attempt, started, ended, error, retry_at))
+        return (_INSERT_ATTEMPT, (run_id, seq, name, attempt, started, ended, error.summary, error.stack, retry_at))
 
     @staticmethod
     def sleep_started(run_id: str, seq: int, name: str, started: float, wake_at: float) -> Statement:
-        return (_INSERT_OP, (run_id, seq, "sleep", name, "waiting", None, None, started, None, wake_at))
+        return (_INSERT_OP, (run_id, seq, "sleep", name, "waiting", None, None, started, None, wake_at, 0))
 
     @staticmethod
     def chunk(run_id: str, namespace: str, index: int, seq: int, part: int, data: bytes, at: float) -> Statement:
@@ -183,7 +200,7 @@ class Journal:
             ("DELETE FROM closed_streams WHERE run_id = ?", (run_id,)),
             (
                 "UPDATE runs SET status = CASE WHEN started_at IS NULL THEN 'pending' ELSE 'running' END,"
-                " completed_at = NULL, output = NULL, error = NULL, unwound = 1"
+                " completed_at = NULL, output = NULL, error = NULL, error_info = NULL, unwound = 1"
                 " WHERE run_id = ? AND status IN ('failed', 'cancelled')",
                 (run_id,),
             ),
@@ -203,14 +220,14 @@ class Journal:
                 (run_id, created_at, from_seq, source),
             ),
             (
-                "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at)"
-                " SELECT ?, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at"
+                "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned)"
+                " SELECT ?, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned"
                 " FROM ops WHERE run_id = ? AND seq < ?",
                 (run_id, source, from_seq),
             ),
             (
-                "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, retry_at)"
-                " SELECT ?, seq, name, attempt, started_at, ended_at, error, retry_at"
+                "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, stack, retry_at)"
+                " SELECT ?, seq, name, attempt, started_at, ended_at, error, stack, retry_at"
                 " FROM attempts WHERE run_id = ? AND seq < ?",
                 (run_id, source, from_seq),
             ),
@@ -250,10 +267,13 @@ class Journal:
         )
         return int(row[0]) if row else -1
 
-    async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, str | None] | None:
+    async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, ErrorInfo | None] | None:
         """Status, output and error of one run."""
-        row = await self._fetchone("SELECT status, output, error FROM runs WHERE run_id = ?", (run_id,))
-        return None if row is None else (str(row[0]), None if row[1] is None else bytes(row[1]), row[2])
+        row = await self._fetchone("SELECT status, output, error, error_info FROM runs WHERE run_id = ?", (run_id,))
+        if row is None:
+            return None
+        status, output, summary, info = row
+        return str(status), None if output is None else bytes(output), ErrorInfo.stored(summary, info)
 
     async def list_runs(self, status: str | None, limit: int) -> list[tuple[Any, ...]]:
         """``RUN_COLUMNS`` of the newest runs, optionally of one status."""
@@ -271,9 +291,10 @@ class Journal:
             where += f" AND r.run_id IN ({', '.join('?' * len(run_ids))})"
             params = tuple(run_ids)
         rows = await self.fetchall(
-            f"SELECT r.run_id, r.workflow_name, r.input, r.status FROM runs r WHERE {where} ORDER BY r.created_at", params
+            f"SELECT r.run_id, r.workflow_name, r.input, r.status, r.started_at FROM runs r WHERE {where} ORDER BY r.created_at",
+            params,
         )
-        runs = [StoredRun(run_id, name, bytes(data), status) for run_id, name, data, status in rows]
+        runs = [StoredRun(run_id, name, bytes(data), status, started) for run_id, name, data, status, started in rows]
         replays = {run.run_id: Replay() for run in runs}
         if runs:
             await self._load_ops(where, params, replays)
@@ -286,12 +307,14 @@ class Journal:
         return runs, replays
 
     async def _load_ops(self, where: str, params: tuple[Any, ...], replays: dict[str, Replay]) -> None:
-        for run_id, seq, kind, name, state, result, wake_at in await self.fetchall(
-            "SELECT o.run_id, o.seq, o.kind, o.name, o.state, o.result, o.wake_at"
+        for run_id, seq, kind, name, state, result, wake_at, completed_at, abandoned in await self.fetchall(
+            "SELECT o.run_id, o.seq, o.kind, o.name, o.state, o.result, o.wake_at, o.completed_at, o.abandoned"
             f" FROM ops o JOIN runs r ON r.run_id = o.run_id WHERE {where}",
             params,
         ):
-            replays[run_id].ops[seq] = Recorded(kind, name, state, None if result is None else bytes(result), wake_at)
+            data = None if result is None else bytes(result)
+            rec = Recorded(kind, name, state, data, wake_at, completed_at=completed_at, abandoned=bool(abandoned))
+            replays[run_id].ops[seq] = rec
 
     async def _load_retries(self, where: str, params: tuple[Any, ...], replays: dict[str, Replay]) -> None:
         for run_id, seq, name, failed, retry_at in await self.fetchall(
@@ -351,9 +374,9 @@ class Journal:
         )
 
     async def failed_attempts(self, run_id: str) -> list[tuple[Any, ...]]:
-        """``seq, name, attempt, started_at, ended_at, error, retry_at`` per failed attempt."""
+        """``seq, name, attempt, started_at, ended_at, error, retry_at, stack`` per failed attempt."""
         return await self.fetchall(
-            "SELECT seq, name, attempt, started_at, ended_at, error, retry_at FROM attempts"
+            "SELECT seq, name, attempt, started_at, ended_at, error, retry_at, stack FROM attempts"
             " WHERE run_id = ? ORDER BY seq, attempt",
             (run_id,),
         )

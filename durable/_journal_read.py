@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._errors import UnreadableJournal
+from ._failures import ErrorInfo
 from ._models import OperationInfo
 from ._schema import MIGRATIONS
 from ._timeline import build_timeline
@@ -29,8 +30,8 @@ __all__ = ["AsyncJournalReader", "ChunkRecord", "JournalReader", "RunDetail", "R
 
 T = TypeVar("T")
 
-# The first schema version with ``runs.forked_from`` (migration 3): what these queries read.
-READABLE_SINCE = 3
+# The first schema version with ``runs.forked_from`` (migration 4): what these queries read.
+READABLE_SINCE = 4
 MAX_PAGE = 1000
 
 _SUMMARY = "run_id, workflow_name, status, created_at, started_at, completed_at, error, forked_from, forked_at_seq"
@@ -58,11 +59,12 @@ class RunSummary:
 
 @dataclass(frozen=True, slots=True)
 class RunDetail:
-    """A run with its stored input and output (JSON bytes)."""
+    """A run with its stored input and output (JSON bytes) and its error with the traceback, when kept."""
 
     summary: RunSummary
     input: bytes
     output: bytes | None
+    error: ErrorInfo | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +202,13 @@ class JournalReader:
 
     def run(self, run_id: str) -> RunDetail | None:
         """One run with its input and output, ``None`` when unknown."""
-        sql = f"SELECT {_SUMMARY}, input, output FROM runs WHERE run_id = ?"
+        sql = f"SELECT {_SUMMARY}, input, output, error_info FROM runs WHERE run_id = ?"
         row = self._read(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         if row is None:
             return None
-        return RunDetail(_summary(row[:9]), bytes(row[9]), None if row[10] is None else bytes(row[10]))
+        summary, data, output, info = _summary(row[:9]), bytes(row[9]), row[10], row[11]
+        error = ErrorInfo.stored(summary.error, None if info is None else bytes(info))
+        return RunDetail(summary, data, None if output is None else bytes(output), error)
 
     def workflow_names(self) -> list[str]:
         """Every workflow name that has runs, sorted."""
@@ -227,7 +231,7 @@ class JournalReader:
                 (run_id,),
             ).fetchall()
             tries = conn.execute(
-                "SELECT seq, name, attempt, started_at, ended_at, error, retry_at FROM attempts"
+                "SELECT seq, name, attempt, started_at, ended_at, error, retry_at, stack FROM attempts"
                 " WHERE run_id = ? ORDER BY seq, attempt",
                 (run_id,),
             ).fetchall()

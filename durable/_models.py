@@ -8,7 +8,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ._serde import loads, to_datetime
+from ._failures import ErrorInfo
+from ._serde import to_datetime
+from ._values import decode_call
 
 
 class RunStatus(StrEnum):
@@ -38,6 +40,9 @@ class RunInfo:
     error: str | None
     args: list[Any]
     kwargs: dict[str, Any]
+    error_type: str | None = None
+    error_message: str | None = None
+    error_stack: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ class AttemptInfo:
     started_at: datetime
     ended_at: datetime
     error: str | None
+    stack: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +72,22 @@ class OperationInfo:
 
 def run_info(row: Sequence[Any]) -> RunInfo:
     """A ``RunInfo`` from the journal's run columns."""
-    run_id, name, status, created, started, completed, error, input_data = row
-    args, kwargs = loads(input_data)
+    run_id, name, status, created, started, completed, error, input_data, error_data = row
+    args, kwargs = decode_call(input_data)
     created_at = to_datetime(created)
     assert created_at is not None
-    return RunInfo(run_id, name, RunStatus(status), created_at, to_datetime(started), to_datetime(completed), error, args, kwargs)
+    info = ErrorInfo.stored(error, error_data)
+    return RunInfo(
+        run_id,
+        name,
+        RunStatus(status),
+        created_at,
+        to_datetime(started),
+        to_datetime(completed),
+        error,
+        args,
+        kwargs,
+        error_type=None if info is None else info.error_type,
+        error_message=None if info is None else info.message,
+        error_stack=None if info is None else info.stack,
+    )

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from datetime import datetime
-from typing import Any, TypeVar, overload
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._context import current_run, current_step
-from ._runtime import RunContext
 from ._serde import Duration, wake_time
 from ._streams import DEFAULT_NAMESPACE
+
+if TYPE_CHECKING:
+    from ._runtime import RunContext
 
 T = TypeVar("T")
 
@@ -31,6 +33,10 @@ class StreamWriter:
         self._run = run
         self.namespace = namespace
 
+    @property
+    def run_id(self) -> str:
+        return self._run.run_id
+
     def write(self, value: Any) -> Awaitable[None]:
         """Store ``value`` as the stream's next chunk; resolves once committed."""
         return self._run.write(self.namespace, value)
@@ -46,6 +52,19 @@ def get_writable(namespace: str | None = None) -> StreamWriter:
     if run is None:
         raise RuntimeError("get_writable() must be called inside a workflow or one of its steps")
     return StreamWriter(run, DEFAULT_NAMESPACE if namespace is None else namespace)
+
+
+def now() -> datetime:
+    """The current time, deterministic in a workflow body.
+
+    In a body it is the run's clock: its start time, then the completion time of
+    each result the body received, so a replay sees the same values. In a step or
+    outside a workflow it is the wall clock (UTC).
+    """
+    run = current_run.get()
+    if run is None or current_step.get() is not None:
+        return datetime.now(UTC)
+    return run.now()
 
 
 @overload

@@ -16,6 +16,16 @@ class Recorded:
     wake_at: float | None = None
     failed_attempts: int = 0
     retry_at: float | None = None
+    completed_at: float | None = None
+    abandoned: bool = False  # the body had cancelled its future: replay never delivers it
+
+    def completion_time(self, now: float) -> float | None:
+        """When the result reached the body live; ``None`` when it has none to replay."""
+        if self.kind == "step" and self.state in ("completed", "failed") and not self.abandoned:
+            return self.completed_at
+        if self.kind == "sleep" and self.wake_at is not None and self.wake_at <= now:
+            return self.wake_at
+        return None
 
 
 @dataclass(slots=True)
@@ -27,6 +37,11 @@ class Replay:
     step_parts: dict[int, int] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
 
+    def delivery_order(self, now: float) -> list[int]:
+        """Sequence numbers of the recorded results, in the order they completed live."""
+        timed = [(t, seq) for seq, rec in self.ops.items() if (t := rec.completion_time(now)) is not None]
+        return [seq for _, seq in sorted(timed)]
+
 
 @dataclass(frozen=True, slots=True)
 class StoredRun:
@@ -36,3 +51,4 @@ class StoredRun:
     workflow_name: str
     input_data: bytes
     status: str
+    started_at: float | None

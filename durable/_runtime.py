@@ -9,29 +9,35 @@ one ``Phase`` (``_phase.py``); the engine sees it through ``RunHost``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from ._context import current_run, current_step
 from ._errors import NonDeterminismError, RunCancelled, StepFailed
+from ._failures import ErrorInfo
 from ._journal import Journal, Statement
 from ._models import RunStatus
+from ._order import ReplayOrder
 from ._phase import Phase, check_move
 from ._replay import Recorded, Replay
-from ._serde import Duration, dumps, loads, wake_time
+from ._serde import Duration, wake_time
 from ._steps import StepCall
 from ._streams import StreamChunk, StreamHub
 from ._timers import TimerQueue
+from ._values import decode, decode_call, encode, encode_call
 
 if TYPE_CHECKING:
     from ._registry import StepFunction, WorkflowFunction
 
 log = logging.getLogger("durable")
 
-Outcome = tuple[RunStatus, bytes | None, str | None]
+Outcome = tuple[RunStatus, bytes | None, ErrorInfo | None]
 
 
 class RunHost(Protocol):
@@ -53,6 +59,16 @@ def _describe(until: Duration | datetime) -> str:
     return until.isoformat() if isinstance(until, datetime) else str(until)
 
 
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 def done_future() -> asyncio.Future[None]:
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     future.set_result(None)
@@ -70,6 +86,7 @@ class RunContext:
         input_data: bytes,
         status: RunStatus,
         replay: Replay | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.host = host
         self.run_id = run_id
@@ -84,6 +101,12 @@ class RunContext:
         self.closed_here: set[str] = set()  # closed by this execution: writing to them is an error
         self.closed_committed = replay.closed  # closed in the journal: their readers end
         self.next_seq = 0
+        self.passed_steps: dict[str, StepFunction[Any, Any]] = {}  # steps passed as values, by name
+        # The run's deterministic clock: its start, then the completion time of each
+        # result the body got (the same values live and on replay).
+        self.clock = started_at
+        self.first_started = started_at
+        self._order = ReplayOrder(replay.delivery_order(time.time())) if replay.ops else None
         self.outcome: Outcome | None = None
         self.fault: BaseException | None = None
         self.nondeterminism: NonDeterminismError | None = None
@@ -93,14 +116,35 @@ class RunContext:
         self._prune_waits_at = 8
         self._stop_waiters: list[asyncio.Future[None]] = []
 
+    def __repr__(self) -> str:
+        return f"<run {self.run_id}>"
+
     # -- lifecycle ------------------------------------------------------------
 
     @property
     def is_cancelling(self) -> bool:
         return self.phase is Phase.CANCELLING
 
+    @property
+    def started_at(self) -> datetime | None:
+        """When the run first started: the same on every replay."""
+        return None if self.first_started is None else datetime.fromtimestamp(self.first_started, UTC)
+
+    def now(self) -> datetime:
+        """The run's deterministic clock (see ``durable.now``)."""
+        return datetime.fromtimestamp(self.clock if self.clock is not None else time.time(), UTC)
+
+    def advance_clock(self, moment: float) -> None:
+        if self.clock is None or moment > self.clock:
+            self.clock = moment
+
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._drive(), name=f"durable-run-{self.run_id}")
+        # A context of its own: a run started from inside a step must not inherit that
+        # step's context (its steps would run as plain calls of the parent's step).
+        task = asyncio.get_running_loop().create_task(
+            self._drive(), name=f"durable-run-{self.run_id}", context=contextvars.Context()
+        )
+        self.task = task
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         return ([self.task] if self.task else []) + list(self.steps)
@@ -144,8 +188,14 @@ class RunContext:
 
     def commit(self, statements: list[Statement], on_commit: Any = None) -> asyncio.Future[None]:
         """Submit a write of this run; a failure to commit it faults the run."""
-        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed)
+        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed, self)
         return future
+
+    @property
+    def accepts_writes(self) -> bool:
+        """False once a write failed: writes queued behind it must not land (they would
+        leave the journal with a later write and not an earlier one)."""
+        return self.phase is not Phase.FAULTED
 
     def _commit_failed(self, exc: BaseException) -> None:
         if self.phase.stopped:
@@ -189,18 +239,20 @@ class RunContext:
         """Execute the workflow function to its end; what it ended with."""
         try:
             if self.phase is Phase.ACTIVE and self.status is RunStatus.PENDING:
-                await self.commit([self.host.journal.run_started(self.run_id, time.time())])
+                started = time.time()
+                await self.commit([self.host.journal.run_started(self.run_id, started)])
+                self.clock = self.first_started = started
                 if self.phase is Phase.ACTIVE:
                     self.status = RunStatus.RUNNING
             # A cancelled run runs too: journaled operations replay as recorded and the
             # first new one raises RunCancelled, so the body always sees its cancellation.
-            args, kwargs = loads(self.input_data)
+            args, kwargs = decode_call(self.input_data)
             value = await self.workflow.fn(*args, **kwargs)
-            return RunStatus.COMPLETED, dumps(value), None
+            return RunStatus.COMPLETED, encode(value, where="the workflow's result"), None
         except RunCancelled:
             return RunStatus.CANCELLED, None, None
         except Exception as exc:
-            return RunStatus.FAILED, None, f"{type(exc).__name__}: {exc}"
+            return RunStatus.FAILED, None, ErrorInfo.of(exc)
 
     async def _conclude(self, outcome: Outcome | None) -> None:
         if self.phase is Phase.FAULTED:
@@ -212,7 +264,7 @@ class RunContext:
         else:
             assert outcome is not None
             if self.nondeterminism is not None:
-                outcome = (RunStatus.FAILED, None, f"NonDeterminismError: {self.nondeterminism}")
+                outcome = (RunStatus.FAILED, None, ErrorInfo.of(self.nondeterminism))
             self._end(outcome)
 
     def _end(self, outcome: Outcome) -> None:
@@ -226,7 +278,7 @@ class RunContext:
         # would delay the timers due meanwhile.
         status, output, error = outcome
         ended = self.host.journal.run_ended(self.run_id, status.value, output, error, time.time())
-        self.host.journal.commit_then([ended], self._end_streams_and_stop, self._ending_failed)
+        self.host.journal.commit_then([ended], self._end_streams_and_stop, self._ending_failed, self)
 
     def _ending_failed(self, exc: BaseException) -> None:
         self._commit_failed(exc)
@@ -273,21 +325,53 @@ class RunContext:
     # -- steps ----------------------------------------------------------------
 
     def call_step(self, step: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-        payload = dumps([args, kwargs])
+        payload = encode_call(args, kwargs)
         seq, rec = self._claim("step", step.name)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if rec is not None and rec.state == "completed":
-            future.set_result(loads(rec.result or b"null"))
+        if rec is not None and rec.abandoned:
+            pass  # live, the body gave up on it (a timeout): it never gets it on replay either
+        elif rec is not None and rec.state == "completed":
+            value = decode(rec.result or b"null")
+            self._deliver_recorded(seq, rec, lambda: _settle(future, value))
         elif rec is not None and rec.state == "failed":
-            info = loads(rec.result or b"{}")
-            future.set_exception(StepFailed(info["step"], info["type"], info["message"]))
+            info = orjson.loads(rec.result or b"{}")
+            error = StepFailed(info["step"], info["type"], info["message"], info.get("stack", ""))
+            self._deliver_recorded(seq, rec, lambda: _settle_error(future, error))
         else:
             self.check_not_cancelled()
             task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
             self.steps.add(task)
             task.add_done_callback(self.steps.discard)
         return future
+
+    # -- delivering results ---------------------------------------------------
+
+    def _deliver_recorded(self, seq: int, rec: Recorded, deliver: Callable[[], None]) -> None:
+        """Hand a recorded result to the body in its completion order; the clock moves to its time."""
+        moment = rec.completion_time(float("inf"))
+
+        def delivered() -> None:
+            if moment is not None:
+                self.advance_clock(moment)
+            deliver()
+
+        if self._order is None:
+            delivered()
+        else:
+            self._order.recorded(seq, delivered)
+
+    def deliver_live(self, moment: float, deliver: Callable[[], None]) -> None:
+        """Hand a result that completed now (its journal record committed) to the body."""
+
+        def delivered() -> None:
+            self.advance_clock(moment)
+            deliver()
+
+        if self._order is None:
+            delivered()
+        else:
+            self._order.live(delivered)
 
     # -- waits ----------------------------------------------------------------
 
@@ -298,8 +382,15 @@ class RunContext:
         return waiting
 
     def _arm(self, waiting: asyncio.Future[None], wake_at: float) -> None:
-        if not waiting.done():  # cancelled meanwhile: it never enters the timer queue
-            self.host.timers.resolve_at(wake_at, waiting)
+        if waiting.done():  # cancelled meanwhile: it never enters the timer queue
+            return
+        if self._order is not None and self._order.replaying:
+            # Due while recorded results are still being handed over: it wakes after them.
+            timer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            timer.add_done_callback(lambda _: self.deliver_live(wake_at, lambda: _settle(waiting, None)))
+            self.host.timers.resolve_at(wake_at, timer)
+        else:
+            self.host.timers.resolve_at(wake_at, waiting, self)
 
     def _new_wait(self) -> asyncio.Future[None]:
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -330,8 +421,10 @@ class RunContext:
         name = _describe(until)
         seq, rec = self._claim("sleep", name)
         if rec is not None and rec.wake_at is not None:
-            if rec.wake_at <= now:
-                return done_future()  # it had ended before: replays as ended, also while cancelling
+            if rec.wake_at <= now:  # it had ended before: replays as ended, also while cancelling
+                ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._deliver_recorded(seq, rec, lambda: _settle(ended, None))
+                return ended
             return self.wait_until(rec.wake_at)
         self.check_not_cancelled()
         waiting = self._new_wait()
@@ -345,13 +438,15 @@ class RunContext:
                 waiting.set_exception(exc)
                 waiting.exception()  # the run is faulted: no "never retrieved" log if nothing awaits it
 
-        self.host.journal.commit_then([self.host.journal.sleep_started(self.run_id, seq, name, now, wake_at)], committed, failed)
+        self.host.journal.commit_then(
+            [self.host.journal.sleep_started(self.run_id, seq, name, now, wake_at)], committed, failed, self
+        )
         return waiting
 
     # -- streams --------------------------------------------------------------
 
     def write(self, namespace: str, value: Any) -> asyncio.Future[None]:
-        data = dumps(value)
+        data = encode(value, where="chunk")
         if self.phase is Phase.ENDED:
             raise RuntimeError(f"Workflow run {self.run_id} has ended: its streams are closed")
         if namespace in self.closed_here:

@@ -77,6 +77,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_to_resume ON runs (created_at)
         WHERE status IN ('pending', 'running') OR (status = 'cancelled' AND unwound = 0);
     """,
+    # Errors keep their type, message and traceback (runs.error_info as JSON, attempts.stack);
+    # a step result the body no longer awaited (it cancelled the future, as
+    # asyncio.wait_for does on timeout) is marked, so replay does not hand it over.
+    """
+    ALTER TABLE runs ADD COLUMN error_info BLOB;
+    ALTER TABLE attempts ADD COLUMN stack TEXT;
+    ALTER TABLE ops ADD COLUMN abandoned INTEGER NOT NULL DEFAULT 0;
+    """,
     # Inspecting and operating runs (issue 14): a fork records the run and the sequence
     # number it was copied from; the run list filters by workflow, newest first.
     """

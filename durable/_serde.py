@@ -1,30 +1,10 @@
-"""Values through JSON (orjson), and durations."""
+"""Durations: parsing "500ms" / "1s" / "7 days", and wake times."""
 
 from __future__ import annotations
 
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import orjson
-
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-
-
-def dumps(value: Any) -> bytes:
-    """Serialize ``value``; raise ``TypeError`` naming the type that cannot be."""
-    if value is None:
-        return b"null"  # what most steps and workflows return; orjson's buffer is a cost here
-    try:
-        return orjson.dumps(value, option=_DUMP_OPTIONS)
-    except orjson.JSONEncodeError as exc:
-        raise TypeError(f"Value is not JSON-serializable: {exc}") from None
-
-
-def loads(data: bytes | str) -> Any:
-    return orjson.loads(data)
-
 
 _UNITS: dict[str, float] = {}
 for _names, _seconds in (

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from ._context import StepMetadata, StepScope, current_step
 from ._errors import FatalError, RetryableError, RunCancelled, StepFailed
+from ._failures import ErrorInfo
+from ._passing import is_async_iterator, store_items
 from ._replay import Recorded
-from ._serde import dumps, loads, parse_duration
+from ._serde import parse_duration
+from ._values import decode, decode_call, encode
 
 if TYPE_CHECKING:
     from ._registry import StepFunction
@@ -89,19 +95,21 @@ class StepCall:
         return await self._record_failure(attempt, attempt.failure)
 
     async def _attempt(self) -> _Attempt:
-        args, kwargs = loads(self.payload)
+        args, kwargs = decode_call(self.payload)
         number = self.next_attempt
-        scope = StepScope(self.run, self.seq, StepMetadata(self.step_id, number, self.step.name))
-        token = current_step.set(scope)
         started = time.time()
+        metadata = StepMetadata(self.step_id, number, self.step.name, datetime.fromtimestamp(started, UTC))
+        token = current_step.set(StepScope(self.run, self.seq, metadata))
         try:
             value = await self.step.fn(*args, **kwargs)
+            if is_async_iterator(value):  # its items become a stream of the run
+                value = await store_items(self.run, self.seq, value)
         except Exception as exc:
             return _Attempt(number, started, time.time(), None, exc)
         finally:
             current_step.reset(token)
         try:
-            data = dumps(value)
+            data = encode(value, where="result")
         except TypeError as exc:
             failure = FatalError(f"step {self.step.name} returned a value that cannot be stored: {exc}")
             return _Attempt(number, started, time.time(), None, failure)
@@ -110,37 +118,37 @@ class StepCall:
     async def _record_success(self, attempt: _Attempt) -> None:
         run, data = self.run, attempt.result
         assert data is not None
-        journal = run.host.journal
-        await run.commit(
-            [journal.step_completed(run.run_id, self.seq, self.step.name, data, attempt.number, attempt.started, attempt.ended)]
-        )
+        abandoned = self.future.cancelled()  # the body stopped waiting (asyncio.wait_for timed out)
+        number, started, ended = attempt.number, attempt.started, attempt.ended
+        completed = run.host.journal.step_completed(run.run_id, self.seq, self.step.name, data, number, started, ended, abandoned)
+        await run.commit([completed])
         run.step_parts.pop(self.seq, None)
-        if not self.future.done():
-            self.future.set_result(loads(data))
+        value = decode(data)
+        run.deliver_live(ended, lambda: self._settle_value(value))
 
     async def _record_failure(self, attempt: _Attempt, failure: BaseException) -> bool:
         """Journal a failed attempt (and the step's failure when it was the last); whether it was."""
         run, name = self.run, self.step.name
         journal = run.host.journal
-        etype, message = type(failure).__name__, str(failure)
+        error = ErrorInfo.of(failure)
         final = isinstance(failure, FatalError) or attempt.number > self.step.max_retries
         self.retry_at = None if final else attempt.ended + retry_delay(failure, attempt.number)
-        error = f"{etype}: {message}"
-        statements = [
-            journal.attempt_failed(
-                run.run_id, self.seq, name, attempt.number, attempt.started, attempt.ended, error, self.retry_at
-            )
-        ]
+        number, started, ended = attempt.number, attempt.started, attempt.ended
+        statements = [journal.attempt_failed(run.run_id, self.seq, name, number, started, ended, error, self.retry_at)]
         if final:
-            info = dumps({"step": name, "type": etype, "message": message})
-            statements.append(
-                journal.step_failed(run.run_id, self.seq, name, info, attempt.number, attempt.started, attempt.ended)
-            )
+            info = orjson.dumps({"step": name, "type": error.error_type, "message": error.message, "stack": error.stack})
+            abandoned = self.future.cancelled()
+            statements.append(journal.step_failed(run.run_id, self.seq, name, info, number, started, ended, abandoned))
         await run.commit(statements)
         if final:
-            self._settle_error(StepFailed(name, etype, message))
-        self.next_attempt = attempt.number + 1
+            failed = StepFailed(name, error.error_type, error.message, error.stack)
+            run.deliver_live(ended, lambda: self._settle_error(failed))
+        self.next_attempt = number + 1
         return final
+
+    def _settle_value(self, value: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(value)
 
     def _settle_error(self, exc: BaseException) -> None:
         if not self.future.done():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._journal import Journal
-from ._serde import loads
+from ._values import decode
 
 DEFAULT_NAMESPACE = ""
 PAGE = 500
@@ -31,7 +31,7 @@ class StreamChunk:
 
     @property
     def value(self) -> Any:
-        return loads(self.data)
+        return decode(self.data)
 
 
 @dataclass(slots=True)

@@ -118,7 +118,7 @@ class RunSupervisor:
                 stored.status,
             )
             return
-        run = RunContext(self, stored.run_id, wf, stored.input_data, RunStatus(stored.status), replay)
+        run = RunContext(self, stored.run_id, wf, stored.input_data, RunStatus(stored.status), replay, stored.started_at)
         if stored.run_id in self._cancelled_inactive or run.status is RunStatus.CANCELLED:
             # Cancelled while out of memory, or before its body saw it: it unwinds now.
             self._cancelled_inactive.discard(stored.run_id)

@@ -18,8 +18,8 @@ def _utc(epoch: float) -> datetime:
 def _attempts_by_seq(rows: list[tuple[Any, ...]]) -> tuple[dict[int, list[AttemptInfo]], dict[int, tuple[str, float | None]]]:
     attempts: dict[int, list[AttemptInfo]] = {}
     last: dict[int, tuple[str, float | None]] = {}
-    for seq, name, attempt, started, ended, error, retry_at in rows:
-        attempts.setdefault(seq, []).append(AttemptInfo(attempt, _utc(started), _utc(ended), error))
+    for seq, name, attempt, started, ended, error, retry_at, stack in rows:
+        attempts.setdefault(seq, []).append(AttemptInfo(attempt, _utc(started), _utc(ended), error, stack))
         last[seq] = (name, retry_at)
     return attempts, last
 

@@ -7,6 +7,13 @@ import heapq
 import itertools
 import time
 from collections import deque
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What a timer moves forward when it fires: a run's deterministic clock."""
+
+    def advance_clock(self, moment: float) -> None: ...
 
 
 class TimerQueue:
@@ -19,8 +26,8 @@ class TimerQueue:
     """
 
     def __init__(self) -> None:
-        self._line: deque[tuple[float, asyncio.Future[None]]] = deque()
-        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._line: deque[tuple[float, asyncio.Future[None], Clock | None]] = deque()
+        self._heap: list[tuple[float, int, asyncio.Future[None], Clock | None]] = []
         self._counter = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
@@ -35,17 +42,19 @@ class TimerQueue:
         self.resolve_at(wake_at, future)
         return future
 
-    def resolve_at(self, wake_at: float, future: asyncio.Future[None]) -> None:
-        """Resolve ``future`` at ``wake_at`` unless it is done by then (it then leaves the queue)."""
+    def resolve_at(self, wake_at: float, future: asyncio.Future[None], clock: Clock | None = None) -> None:
+        """Resolve ``future`` at ``wake_at`` unless it is done by then (it then leaves the queue).
+
+        ``clock`` moves to ``wake_at`` as the future resolves.
+        """
         if wake_at <= time.time():
-            if not future.done():
-                future.set_result(None)
+            _wake(future, wake_at, clock)
             return
         line = self._line
         if not line or wake_at >= line[-1][0]:
-            line.append((wake_at, future))
+            line.append((wake_at, future, clock))
         else:
-            heapq.heappush(self._heap, (wake_at, next(self._counter), future))
+            heapq.heappush(self._heap, (wake_at, next(self._counter), future, clock))
         if self._armed_for is None or wake_at < self._armed_for:
             self._arm(asyncio.get_running_loop())
 
@@ -90,13 +99,12 @@ class TimerQueue:
         line, heap = self._line, self._heap
         while True:  # every due wait, earliest first
             if line and line[0][0] <= now and not (heap and heap[0][0] < line[0][0]):
-                future = line.popleft()[1]
+                wake_at, future, clock = line.popleft()
             elif heap and heap[0][0] <= now:
-                future = heapq.heappop(heap)[2]
+                wake_at, _, future, clock = heapq.heappop(heap)
             else:
                 break
-            if not future.done():
-                future.set_result(None)
+            _wake(future, wake_at, clock)
         # The loop clock may fire a hair early against the wall clock: re-arm for the rest.
         self._arm(loop)
 
@@ -105,9 +113,16 @@ class TimerQueue:
             self._handle.cancel()
         self._handle = None
         self._armed_for = None
-        for _, future in self._line:
+        for _, future, _ in self._line:
             future.cancel()
-        for _, _, future in self._heap:
+        for _, _, future, _ in self._heap:
             future.cancel()
         self._line.clear()
         self._heap.clear()
+
+
+def _wake(future: asyncio.Future[None], wake_at: float, clock: Clock | None) -> None:
+    if not future.done():
+        if clock is not None:
+            clock.advance_clock(wake_at)
+        future.set_result(None)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._errors import EngineClosed
 
@@ -49,6 +49,18 @@ OnCommit = Callable[[], None]
 OnFailure = Callable[[BaseException], None]
 
 
+class WriteOwner(Protocol):
+    """Whose write it is: a run whose earlier write failed takes no later one."""
+
+    @property
+    def accepts_writes(self) -> bool: ...
+
+
+class OwnerStopped(Exception):
+    """An earlier write of the same owner failed: this one is refused, so the journal
+    never holds a later write of a run without an earlier one."""
+
+
 def is_database_fault(exc: BaseException) -> bool:
     """Whether ``exc`` says the database refused as a whole (locked, read-only, full, I/O)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -61,6 +73,7 @@ class _Write:
     future: asyncio.Future[None] | None
     on_commit: OnCommit | None = None
     on_failure: OnFailure | None = None
+    owner: WriteOwner | None = None
 
 
 @dataclass(slots=True)
@@ -119,15 +132,26 @@ class _Connection:
         except _StatementFailed:
             pass
         outcomes: list[BaseException | None] = []
+        failed: set[int] = set()  # owners with a failed write: their later writes fail too
         for write in writes:
-            try:
-                self._transaction(_groups([write]))
-                outcomes.append(None)
-            except _StatementFailed as exc:
-                outcomes.append(exc.__cause__ or exc)
-            except sqlite3.Error as exc:  # the database refused meanwhile: this write and the rest fail
-                outcomes.append(exc)
+            if write.owner is not None and id(write.owner) in failed:
+                outcomes.append(OwnerStopped(f"an earlier write of {write.owner!r} failed"))
+                continue
+            outcome = self._commit_alone(write)
+            if outcome is not None and write.owner is not None:
+                failed.add(id(write.owner))
+            outcomes.append(outcome)
         return outcomes
+
+    def _commit_alone(self, write: _Write) -> BaseException | None:
+        """Commit one write in its own transaction: ``None``, or its error."""
+        try:
+            self._transaction(_groups([write]))
+            return None
+        except _StatementFailed as exc:
+            return exc.__cause__ or exc
+        except sqlite3.Error as exc:  # the database refused meanwhile
+            return exc
 
     def _transaction(self, groups: list[_Group]) -> None:
         conn = self.conn
@@ -210,7 +234,11 @@ class GroupCommitWriter:
     # -- submitting -------------------------------------------------------------
 
     def commit(
-        self, statements: list[Statement], on_commit: OnCommit | None = None, on_failure: OnFailure | None = None
+        self,
+        statements: list[Statement],
+        on_commit: OnCommit | None = None,
+        on_failure: OnFailure | None = None,
+        owner: WriteOwner | None = None,
     ) -> asyncio.Future[None]:
         """Queue statements that commit atomically; the future resolves after COMMIT.
 
@@ -219,12 +247,14 @@ class GroupCommitWriter:
         and the future's error then counts as handled.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Write(statements, future, on_commit, on_failure))
+        self._enqueue(_Write(statements, future, on_commit, on_failure, owner))
         return future
 
-    def commit_then(self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure) -> None:
+    def commit_then(
+        self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure, owner: WriteOwner | None = None
+    ) -> None:
         """``commit`` for writes nothing awaits: the callbacks tell the outcome (no future to resolve)."""
-        self._enqueue(_Write(statements, None, on_commit, on_failure))
+        self._enqueue(_Write(statements, None, on_commit, on_failure, owner))
 
     def _enqueue(self, write: _Write) -> None:
         if self._task is None or self._task.done() or self._closing:
@@ -241,7 +271,11 @@ class GroupCommitWriter:
                 await self._wake.wait()
                 continue
             batch, self._queue = self._queue, []
-            await self._commit(batch)
+            for write in batch:
+                if write.owner is not None and not write.owner.accepts_writes:
+                    # Queued before its run faulted: it must not land after the failed one.
+                    _refuse(write, OwnerStopped(f"{write.owner!r} stopped after a failed write"))
+            await self._commit([write for write in batch if write.owner is None or write.owner.accepts_writes])
 
     async def _commit(self, batch: list[_Write]) -> None:
         connection = self._connection

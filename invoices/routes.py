@@ -1,4 +1,4 @@
-"""The HTTP API's handlers (DESIGN.md section 4 and issue 4).
+"""The HTTP API's handlers (DESIGN.md sections 4 and 10, issues 4 and 15).
 
 Handlers raise ``ApiError`` for client mistakes; ``errors.error_middleware``
 renders it and every other failure as JSON.
@@ -18,11 +18,12 @@ from durable import CannotCancel, RunInfo, RunStatus
 
 from .errors import ApiError
 from .keys import engine_key, hub_key, store_key
+from .pricing import SEED_PRICE_VERSION
 from .responses import JSON_CONTENT_TYPE, json_response
 from .sse import stream_run
 from .store import Invoice
 from .timestamps import iso_ms
-from .validation import ValidationError, validate_start
+from .validation import ACCOUNT_ID_RE, ValidationError, validate_prices, validate_start
 from .workflow import generate_invoices
 
 __all__ = ["MAX_BODY_BYTES", "routes"]
@@ -32,6 +33,7 @@ MAX_LIST_LIMIT = 500
 _MAX_INDEX = 2**53  # beyond any real stream; keeps SQLite integers in range
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _INT_RE = re.compile(r"[0-9]{1,16}")
+_INVOICE_ID_RE = re.compile(r"INV-(" + ACCOUNT_ID_RE.pattern + r")-[0-9]{4,16}")
 
 routes = web.RouteTableDef()
 
@@ -94,18 +96,24 @@ def _start_index(request: web.Request) -> int:
 # -- response shapes ------------------------------------------------------------------
 
 
-def _batch_input(info: RunInfo) -> tuple[Any, Any, Any]:
-    names = ("account_id", "total", "delay")
-    values: list[Any] = list(info.args[:3]) + [None] * (3 - min(3, len(info.args)))
-    for position, name in enumerate(names):
+_BATCH_ARGS = ("account_id", "total", "delay", "price_version")
+
+
+def _batch_input(info: RunInfo) -> tuple[Any, Any, Any, Any]:
+    # Batches started before prices were versioned have no price_version
+    # argument: they bill at the seed's prices, version 1.
+    values: list[Any] = [None, None, None, SEED_PRICE_VERSION]
+    for position, value in enumerate(info.args[: len(_BATCH_ARGS)]):
+        values[position] = value
+    for position, name in enumerate(_BATCH_ARGS):
         if name in info.kwargs:
             values[position] = info.kwargs[name]
-    return values[0], values[1], values[2]
+    return values[0], values[1], values[2], values[3]
 
 
 def run_json(info: RunInfo, current: int) -> dict[str, Any]:
     """The status body of a run."""
-    account_id, total, delay = _batch_input(info)
+    account_id, total, delay, price_version = _batch_input(info)
     return {
         "runId": info.run_id,
         "status": str(info.status),
@@ -115,6 +123,7 @@ def run_json(info: RunInfo, current: int) -> dict[str, Any]:
         "accountId": account_id,
         "total": total,
         "delay": delay,
+        "priceVersion": price_version,
         "current": current,
         "error": info.error,
     }
@@ -138,13 +147,16 @@ async def start(request: web.Request) -> web.Response:
         batch = validate_start(body)
     except ValidationError as exc:
         raise ApiError(400, str(exc)) from None
-    run = await request.app[engine_key].start(generate_invoices, batch.account_id, batch.total, batch.delay)
+    # Decided here and passed as an argument, so that a replay prices at the same version.
+    version = (await request.app[store_key].latest_price_list()).version
+    run = await request.app[engine_key].start(generate_invoices, batch.account_id, batch.total, batch.delay, version)
     return json_response(
         {
             "runId": run.run_id,
             "accountId": batch.account_id,
             "total": batch.total,
             "delay": batch.delay,
+            "priceVersion": version,
             "message": "Invoice workflow started",
         }
     )
@@ -258,6 +270,7 @@ _CSV_COLUMNS = (
     "total_cents",
     "issued_at",
     "issued_by_run",
+    "price_version",
     "line_items",
 )
 
@@ -272,7 +285,9 @@ def _csv(invoices: list[Invoice]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(_CSV_COLUMNS)
     for invoice in invoices:
-        items = "; ".join(f"{item.quantity} x {item.description} @ {item.unit_price_cents}" for item in invoice.line_items)
+        items = "; ".join(
+            f"{item.quantity} x [{item.sku}] {item.description} @ {item.unit_price_cents}" for item in invoice.line_items
+        )
         writer.writerow(
             (
                 invoice.invoice_id,
@@ -285,6 +300,7 @@ def _csv(invoices: list[Invoice]) -> str:
                 invoice.total_cents,
                 invoice.issued_at,
                 invoice.run_id,
+                invoice.price_version,
                 _cell(items),
             )
         )
@@ -315,6 +331,56 @@ async def run_invoices(request: web.Request) -> web.Response:
             "invoices": [invoice.to_json() for invoice in invoices],
         }
     )
+
+
+@routes.get("/api/invoices/{invoiceId}")
+async def invoice_detail(request: web.Request) -> web.Response:
+    """One invoice with its line items (what the panel shows when a row is opened)."""
+    invoice_id = request.match_info["invoiceId"]
+    invoice = await request.app[store_key].get(invoice_id) if _INVOICE_ID_RE.fullmatch(invoice_id) else None
+    if invoice is None:
+        raise ApiError(404, f"Invoice {invoice_id[:100]!r} not found")
+    return json_response(invoice.to_json())
+
+
+# -- price lists ------------------------------------------------------------------------------
+
+
+@routes.get("/api/prices")
+async def get_prices(request: web.Request) -> web.Response:
+    """The current price list, or version ``?version=N``."""
+    store = request.app[store_key]
+    raw = request.query.get("version", "")
+    if raw == "":
+        return json_response((await store.latest_price_list()).to_json())
+    if _INT_RE.fullmatch(raw) is None or int(raw) < 1:
+        raise ApiError(400, f"version must be an integer of at least 1, got {raw[:40]!r}")
+    prices = await store.price_list(int(raw))
+    if prices is None:
+        latest = (await store.latest_price_list()).version
+        raise ApiError(404, f"Price list version {int(raw)} not found: the versions are 1 to {latest}")
+    return json_response(prices.to_json())
+
+
+@routes.put("/api/prices")
+async def put_prices(request: web.Request) -> web.Response:
+    """Store a whole new price list as the next version: 200 with it, 400 naming the bad field, 409 if stale."""
+    body = await read_json_object(request)
+    try:
+        update = validate_prices(body)
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    store = request.app[store_key]
+    stored = await store.add_price_list(update)
+    if stored is None:
+        latest = (await store.latest_price_list()).version
+        raise ApiError(
+            409,
+            f"baseVersion {update.base_version} is not the latest price list version ({latest}): the list changed"
+            " meanwhile; load the latest version and apply your change to it",
+            currentVersion=latest,
+        )
+    return json_response(stored.to_json())
 
 
 @routes.get("/healthz")

@@ -1,74 +1,110 @@
-"""The invoice store: application tables in the engine's SQLite file.
+"""The invoice store: price lists, invoice numbers and invoices in the engine's SQLite file.
 
-Two tables:
+The tables are described in ``schema.py``. All writes go through
+``engine.execute`` (the engine's single writer and group commit), all reads
+through ``engine.fetchall`` (its reader connection).
 
-- ``invoices``: one row per invoice, keyed by its id ``INV-<accountId>-<nnnn>``.
-  ``run_id`` is the run that first issued it. Rows are only ever inserted with
-  ``INSERT OR IGNORE``, so an invoice cannot be issued twice.
-- ``run_invoices``: which invoices each run issued (or found already issued),
-  keyed by ``(run_id, n)``. Invoice ids depend only on the account and ``n``,
-  so a second batch for the same account meets the invoices of the first one;
-  this table keeps "the invoices of run R" and their count exact for every
-  run without ever billing a customer twice.
+Issuing the k-th invoice of a run takes two commits:
 
-All writes go through ``engine.execute`` (the engine's single writer and group
-commit), all reads through ``engine.fetchall`` (its reader connection).
+1. ``_ALLOCATE`` takes the account's next number for ``(run, k)`` unless that
+   pair already has one. It is one statement, and statements commit one after
+   another in the single writer, so concurrent steps of one batch or of
+   several batches of an account never take the same number and never skip
+   one. A step executed again (same run, same k) finds its number.
+2. The invoice row, priced for that number, commits together with the
+   step's progress event (``alongside``).
+
+A crash between the two leaves a number without its invoice. A running batch
+re-executes the step, which completes it. A batch that ends instead
+(cancelled, or failed) calls ``settle_run`` while it unwinds: the number is
+given back when it is still its account's last, else the invoice is issued,
+so the account's numbers stay gapless either way.
+
+Steps of runs resumed when the engine opens may start before
+``create_schema`` has migrated an older file; every method waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from .pricing import InvoiceDraft, LineItem, invoice_id_for
+from .pricing import CATALOG, InvoiceDraft, LineItem, PriceList, Product, price_invoice
+from .schema import SqlEngine, create_schema
 from .timestamps import now_iso_ms
+from .validation import PriceUpdate
 
 __all__ = ["Invoice", "InvoiceStore", "SqlEngine"]
 
+_ALLOCATE = """INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, price_version)
+SELECT ?1, ?2, 'INV-' || ?3 || '-' || printf('%04d', next.n), ?3, next.n, ?4
+FROM (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM run_invoices WHERE account_id = ?3) AS next
+WHERE NOT EXISTS (SELECT 1 FROM run_invoices WHERE run_id = ?1 AND k = ?2)"""
 
-class SqlEngine(Protocol):
-    """The part of ``durable.Engine`` the store uses."""
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS invoices (
-        invoice_id     TEXT PRIMARY KEY,
-        run_id         TEXT NOT NULL,
-        account_id     TEXT NOT NULL,
-        n              INTEGER NOT NULL,
-        customer       TEXT NOT NULL,
-        line_items     TEXT NOT NULL,
-        currency       TEXT NOT NULL,
-        subtotal_cents INTEGER NOT NULL,
-        tax_cents      INTEGER NOT NULL,
-        total_cents    INTEGER NOT NULL,
-        issued_at      TEXT NOT NULL
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS run_invoices (
-        run_id     TEXT NOT NULL,
-        n          INTEGER NOT NULL,
-        invoice_id TEXT NOT NULL,
-        PRIMARY KEY (run_id, n)
-    ) WITHOUT ROWID""",
+_INVOICE_VALUES = (
+    " INTO invoices (invoice_id, run_id, account_id, n, customer, line_items, currency,"
+    " subtotal_cents, tax_cents, total_cents, issued_at, price_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A plain INSERT in the step: a second invoice for one number would be a bug
+# to hear about (the step then retries and finds the stored one).
+_INSERT_INVOICE = "INSERT" + _INVOICE_VALUES
+_ISSUE_UNISSUED = "INSERT OR IGNORE" + _INVOICE_VALUES
+
+# What a run has issued: the invoices it wrote, plus (in files from before
+# numbers were per account) the rows of invoices it found already issued.
+_ISSUED_BY = """SELECT run_id, COUNT(*) FROM (
+    SELECT run_id FROM invoices WHERE run_id IN ({marks})
+    UNION ALL SELECT run_id FROM run_invoices WHERE run_id IN ({marks}) AND n IS NULL
+) GROUP BY run_id"""
+
+# A number is given back only while it is its account's last: giving back any
+# other would leave a gap.
+_RELEASE = """DELETE FROM run_invoices
+WHERE run_id = ?1 AND k = ?2
+  AND NOT EXISTS (SELECT 1 FROM invoices AS i WHERE i.invoice_id = run_invoices.invoice_id)
+  AND n = (SELECT MAX(n) FROM run_invoices WHERE account_id = ?3)"""
+
+_UNISSUED = """SELECT r.k, r.account_id, r.n, r.invoice_id, r.price_version FROM run_invoices AS r
+WHERE r.run_id = ? AND r.n IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM invoices AS i WHERE i.invoice_id = r.invoice_id)
+ORDER BY r.n DESC"""
+
+# The latest version's currency and (unless given) tax rate carry over; with a
+# baseVersion, nothing is written unless it is still the latest.
+_ADD_PRICE_LIST = """INSERT INTO price_lists (version, currency, tax_basis_points, products, created_at, request_id)
+SELECT latest.version + 1, latest.currency, COALESCE(?1, latest.tax_basis_points), ?2, ?3, ?4
+FROM (SELECT version, currency, tax_basis_points FROM price_lists ORDER BY version DESC LIMIT 1) AS latest
+WHERE ?5 IS NULL OR latest.version = ?5"""
+
+_PRICE_COLUMNS = "version, currency, tax_basis_points, products, created_at"
 
 _COLUMNS = (
     "i.invoice_id, i.run_id, i.account_id, i.n, i.customer, i.line_items, i.currency,"
-    " i.subtotal_cents, i.tax_cents, i.total_cents, i.issued_at"
+    " i.subtotal_cents, i.tax_cents, i.total_cents, i.issued_at, i.price_version"
 )
+
+# Line items stored before they carried a sku are the seed catalog's products.
+_SEED_SKUS = {product.description: product.sku for product in CATALOG}
+
+
+def _line_item(item: dict[str, Any]) -> LineItem:
+    sku = item.get("sku") or _SEED_SKUS.get(item["description"], "")
+    return LineItem(sku, item["description"], item["quantity"], item["unitPriceCents"])
+
+
+def _price_list(row: tuple[Any, ...]) -> PriceList:
+    products = tuple(Product(p["sku"], p["description"], p["unitPriceCents"]) for p in orjson.loads(row[3]))
+    return PriceList(version=row[0], currency=row[1], tax_basis_points=row[2], products=products, updated_at=row[4])
 
 
 @dataclass(frozen=True, slots=True)
 class Invoice:
-    """A stored invoice."""
+    """A stored invoice; ``n`` is its number within the account."""
 
     invoice_id: str
     run_id: str
@@ -81,22 +117,58 @@ class Invoice:
     tax_cents: int
     total_cents: int
     issued_at: str  # ISO 8601 UTC with milliseconds, as stored
+    price_version: int
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Invoice:
-        items = tuple(LineItem(item["description"], item["quantity"], item["unitPriceCents"]) for item in orjson.loads(row[5]))
         return cls(
             invoice_id=row[0],
             run_id=row[1],
             account_id=row[2],
             n=row[3],
             customer=row[4],
-            line_items=items,
+            line_items=tuple(_line_item(item) for item in orjson.loads(row[5])),
             currency=row[6],
             subtotal_cents=row[7],
             tax_cents=row[8],
             total_cents=row[9],
             issued_at=row[10],
+            price_version=row[11],
+        )
+
+    @classmethod
+    def issued_now(cls, invoice_id: str, run_id: str, account_id: str, n: int, draft: InvoiceDraft) -> Invoice:
+        return cls(
+            invoice_id=invoice_id,
+            run_id=run_id,
+            account_id=account_id,
+            n=n,
+            customer=draft.customer,
+            line_items=draft.items,
+            currency=draft.currency,
+            subtotal_cents=draft.subtotal_cents,
+            tax_cents=draft.tax_cents,
+            total_cents=draft.total_cents,
+            issued_at=now_iso_ms(),
+            price_version=draft.price_version,
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        """The values of ``_INVOICE_VALUES``."""
+        items = orjson.dumps([item.to_json() for item in self.line_items]).decode()
+        return (
+            self.invoice_id,
+            self.run_id,
+            self.account_id,
+            self.n,
+            self.customer,
+            items,
+            self.currency,
+            self.subtotal_cents,
+            self.tax_cents,
+            self.total_cents,
+            self.issued_at,
+            self.price_version,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -106,6 +178,7 @@ class Invoice:
             "accountId": self.account_id,
             "n": self.n,
             "customer": self.customer,
+            "priceVersion": self.price_version,
             "lineItems": [item.to_json() for item in self.line_items],
             "currency": self.currency,
             "subtotalCents": self.subtotal_cents,
@@ -116,98 +189,144 @@ class Invoice:
 
 
 class InvoiceStore:
-    """Issue and query invoices in the engine's database."""
+    """Price lists, invoice numbers and invoices in the engine's database."""
 
     def __init__(self, engine: SqlEngine) -> None:
         self._engine = engine
+        self._ready = asyncio.Event()
+        self._prices: dict[int, PriceList] = {}  # versions never change once stored
 
     async def create_schema(self) -> None:
-        """Create the tables if they are missing (safe to call at every start)."""
-        for statement in _SCHEMA:
-            await self._engine.execute(statement)
+        """Create or migrate the tables and seed price list 1 (safe to call at every start)."""
+        await create_schema(self._engine)
+        self._ready.set()
+
+    async def _opened(self) -> None:
+        if not self._ready.is_set():
+            await self._ready.wait()
+
+    # -- price lists ----------------------------------------------------------------
+
+    async def latest_price_list(self) -> PriceList:
+        """The current price list."""
+        await self._opened()
+        rows = await self._engine.fetchall(f"SELECT {_PRICE_COLUMNS} FROM price_lists ORDER BY version DESC LIMIT 1")
+        prices = _price_list(rows[0])
+        self._prices.setdefault(prices.version, prices)
+        return prices
+
+    async def price_list(self, version: int) -> PriceList | None:
+        """Price list ``version``, or ``None`` when there is no such version."""
+        cached = self._prices.get(version)
+        if cached is not None:
+            return cached
+        await self._opened()
+        rows = await self._engine.fetchall(f"SELECT {_PRICE_COLUMNS} FROM price_lists WHERE version = ?", (version,))
+        if not rows:
+            return None
+        return self._prices.setdefault(version, _price_list(rows[0]))
+
+    async def add_price_list(self, update: PriceUpdate) -> PriceList | None:
+        """Store ``update`` as the next version and return it; ``None`` when its base version is not the latest."""
+        await self._opened()
+        request_id = uuid.uuid4().hex
+        products = orjson.dumps([product.to_json() for product in update.products]).decode()
+        await self._engine.execute(
+            _ADD_PRICE_LIST, (update.tax_basis_points, products, now_iso_ms(), request_id, update.base_version)
+        )
+        rows = await self._engine.fetchall(f"SELECT {_PRICE_COLUMNS} FROM price_lists WHERE request_id = ?", (request_id,))
+        return self._prices.setdefault(rows[0][0], _price_list(rows[0])) if rows else None
+
+    # -- issuing ------------------------------------------------------------------------
+
+    async def _allocation(self, run_id: str, k: int) -> tuple[int, str, Invoice | None]:
+        """The number and id that ``(run, k)`` took, and its invoice once issued."""
+        rows = await self._engine.fetchall(
+            f"SELECT r.n, r.invoice_id, {_COLUMNS} FROM run_invoices AS r"
+            " LEFT JOIN invoices AS i ON i.invoice_id = r.invoice_id WHERE r.run_id = ? AND r.k = ?",
+            (run_id, k),
+        )
+        n, invoice_id, *stored = rows[0]
+        return n, invoice_id, Invoice.from_row(tuple(stored)) if stored[0] is not None else None
 
     async def issue(
         self,
         run_id: str,
         account_id: str,
-        n: int,
-        draft: InvoiceDraft,
+        k: int,
+        prices: PriceList,
         *,
-        alongside: Callable[[], Awaitable[Any]] | None = None,
+        alongside: Callable[[Invoice], Awaitable[Any]] | None = None,
     ) -> Invoice:
-        """Store invoice ``n`` of ``account_id`` unless it exists; return the stored invoice.
+        """Issue the k-th invoice of ``run_id`` under the account's next number, priced at ``prices``.
 
-        Idempotent: a re-executed step, or another run of the same account, gets
-        the invoice that was stored first and nothing is written twice.
-        ``alongside`` is called once both inserts are queued, so a write it
-        makes (the progress event) joins their group commit.
+        Idempotent per ``(run_id, k)``: a re-executed step gets the number, and
+        the invoice, that the first execution got. ``alongside(invoice)`` is
+        called once the invoice's insert is queued, so a write it makes (the
+        progress event) joins its group commit; it is called on re-execution
+        too (the engine stores a step's writes at most once).
         """
-        invoice_id = invoice_id_for(account_id, n)
-        items = orjson.dumps([item.to_json() for item in draft.items]).decode()
-        inserts = [
-            asyncio.ensure_future(
-                self._engine.execute(
-                    "INSERT OR IGNORE INTO invoices (invoice_id, run_id, account_id, n, customer,"
-                    " line_items, currency, subtotal_cents, tax_cents, total_cents, issued_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        invoice_id,
-                        run_id,
-                        account_id,
-                        n,
-                        draft.customer,
-                        items,
-                        draft.currency,
-                        draft.subtotal_cents,
-                        draft.tax_cents,
-                        draft.total_cents,
-                        now_iso_ms(),
-                    ),
-                )
-            ),
-            asyncio.ensure_future(
-                self._engine.execute(
-                    "INSERT OR IGNORE INTO run_invoices (run_id, n, invoice_id) VALUES (?, ?, ?)",
-                    (run_id, n, invoice_id),
-                )
-            ),
-        ]
-        # One loop turn lets both tasks queue their statement; whatever
+        await self._opened()
+        await self._engine.execute(_ALLOCATE, (run_id, k, account_id, prices.version))
+        n, invoice_id, stored = await self._allocation(run_id, k)
+        if stored is not None:
+            if alongside is not None:
+                await alongside(stored)
+            return stored
+        invoice = Invoice.issued_now(invoice_id, run_id, account_id, n, price_invoice(account_id, n, prices))
+        insert = asyncio.ensure_future(self._engine.execute(_INSERT_INVOICE, invoice.row()))
+        # One loop turn lets the insert queue its statement; whatever
         # ``alongside`` queues now lands in the same group commit.
         await asyncio.sleep(0)
-        extra = [alongside()] if alongside is not None else []
-        await asyncio.gather(*inserts, *extra)
-        stored = await self.get(invoice_id)
-        if stored is None:  # pragma: no cover - the insert above committed
+        extra = [alongside(invoice)] if alongside is not None else []
+        await asyncio.gather(insert, *extra)
+        issued = await self.get(invoice_id)
+        if issued is None:  # pragma: no cover - the insert above committed
             raise RuntimeError(f"invoice {invoice_id} was not stored")
-        return stored
+        return issued
+
+    async def settle_run(self, run_id: str) -> None:
+        """For a run that ends: give back, or else issue, each number it took without issuing its invoice.
+
+        Call it once no step of the run can run any more (while it unwinds
+        from a cancel or a failure); see the module docstring.
+        """
+        await self._opened()
+        for k, account_id, _, _, _ in await self._engine.fetchall(_UNISSUED, (run_id,)):
+            await self._engine.execute(_RELEASE, (run_id, k, account_id))
+        for _, account_id, n, invoice_id, version in await self._engine.fetchall(_UNISSUED, (run_id,)):
+            prices = await self.price_list(version)
+            if prices is not None:
+                invoice = Invoice.issued_now(invoice_id, run_id, account_id, n, price_invoice(account_id, n, prices))
+                await self._engine.execute(_ISSUE_UNISSUED, invoice.row())
+
+    # -- queries ------------------------------------------------------------------------
 
     async def get(self, invoice_id: str) -> Invoice | None:
         """The invoice with this id, or ``None``."""
+        await self._opened()
         rows = await self._engine.fetchall(f"SELECT {_COLUMNS} FROM invoices AS i WHERE i.invoice_id = ?", (invoice_id,))
         return Invoice.from_row(rows[0]) if rows else None
 
     async def list_for_run(self, run_id: str) -> list[Invoice]:
-        """The invoices of a run, ordered by n."""
+        """The invoices of a run, in the order the run issued them (its k)."""
+        await self._opened()
         rows = await self._engine.fetchall(
             f"SELECT {_COLUMNS} FROM run_invoices AS r JOIN invoices AS i"
-            " ON i.invoice_id = r.invoice_id WHERE r.run_id = ? ORDER BY r.n",
+            " ON i.invoice_id = r.invoice_id WHERE r.run_id = ? ORDER BY r.k",
             (run_id,),
         )
         return [Invoice.from_row(row) for row in rows]
 
     async def count_for_run(self, run_id: str) -> int:
         """How many invoices a run has issued."""
-        rows = await self._engine.fetchall("SELECT COUNT(*) FROM run_invoices WHERE run_id = ?", (run_id,))
-        return int(rows[0][0])
+        return (await self.counts_for_runs([run_id])).get(run_id, 0)
 
     async def counts_for_runs(self, run_ids: list[str]) -> dict[str, int]:
         """Invoice counts for several runs at once (runs without invoices are absent)."""
         if not run_ids:
             return {}
+        await self._opened()
         marks = ",".join("?" * len(run_ids))
-        rows = await self._engine.fetchall(
-            f"SELECT run_id, COUNT(*) FROM run_invoices WHERE run_id IN ({marks}) GROUP BY run_id",
-            tuple(run_ids),
-        )
+        rows = await self._engine.fetchall(_ISSUED_BY.format(marks=marks), (*run_ids, *run_ids))
         return {str(row[0]): int(row[1]) for row in rows}

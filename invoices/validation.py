@@ -1,6 +1,6 @@
-"""Input rules for starting a batch (DESIGN.md section 4).
+"""Input rules: starting a batch (DESIGN.md section 4) and replacing the price list (section 10).
 
-Decisions the design leaves open, made here:
+Decisions the design leaves open for ``POST /api/start``, made here:
 
 - ``total`` must be a JSON integer: ``true`` is not an integer (Python's
   ``bool`` is an ``int`` subclass, so it is excluded explicitly), and ``5.0``
@@ -13,25 +13,41 @@ Decisions the design leaves open, made here:
   an error (it is more likely a bug than a wish for the default).
 - Unknown extra fields are ignored, so that older servers accept bodies from
   newer panels; they are never stored.
+
+``PUT /api/prices`` is stricter: the body is stored as the new price list, so
+an unknown field (``price`` for ``unitPriceCents``, say) is refused rather
+than silently dropped. The whole list is checked before anything is stored,
+and the first bad entry is named by its path (``products[2].unitPriceCents``).
+Every sku invoices bill (``pricing.BILLED_SKUS``) must stay priced.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from durable import parse_duration
+
+from .pricing import BILLED_SKUS, Product
 
 __all__ = [
     "ACCOUNT_ID_RE",
     "DEFAULT_DELAY",
     "DEFAULT_TOTAL",
     "MAX_DELAY_SECONDS",
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_PRODUCTS",
+    "MAX_TAX_BASIS_POINTS",
     "MAX_TOTAL",
+    "MAX_UNIT_PRICE_CENTS",
+    "SKU_RE",
+    "PriceUpdate",
     "StartRequest",
     "ValidationError",
+    "validate_prices",
     "validate_start",
 ]
 
@@ -41,6 +57,15 @@ MAX_TOTAL = 10_000
 DEFAULT_DELAY = "1s"
 MAX_DELAY_SECONDS = 24 * 60 * 60
 _MAX_DELAY_TEXT = 32  # longer strings are not durations anyone types; don't parse them
+
+SKU_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
+MAX_PRODUCTS = 200
+MAX_DESCRIPTION_CHARS = 120
+MAX_UNIT_PRICE_CENTS = 100_000_000  # one million dollars
+MAX_TAX_BASIS_POINTS = 10_000  # 100 %
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_PRICE_FIELDS = ("products", "taxBasisPoints", "baseVersion")
+_PRODUCT_FIELDS = ("sku", "description", "unitPriceCents")
 
 _MISSING = object()
 
@@ -122,3 +147,113 @@ def validate_start(body: Any) -> StartRequest:
     total = _total(body)
     delay, seconds = _delay(body)
     return StartRequest(account_id=account_id, total=total, delay=delay, delay_seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceUpdate:
+    """A validated ``PUT /api/prices`` body; ``None`` fields were absent."""
+
+    products: tuple[Product, ...]
+    tax_basis_points: int | None
+    base_version: int | None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _unknown_field(body: dict[str, Any], allowed: tuple[str, ...], where: str, takes: str) -> None:
+    for name in body:
+        if name not in allowed:
+            raise ValidationError(f"{where}unknown field {_show(name)}: {takes}")
+
+
+def _sku(value: Any, path: str) -> str:
+    if not isinstance(value, str) or SKU_RE.fullmatch(value) is None:
+        raise ValidationError(
+            f"{path} must be 1 to 32 characters of A-Z 0-9 and -, starting with a letter or digit, got {_show(value)}"
+        )
+    return value
+
+
+def _description(value: Any, path: str) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_DESCRIPTION_CHARS
+        or not value.strip()
+        or _CONTROL_RE.search(value) is not None
+    ):
+        raise ValidationError(
+            f"{path} must be a string of 1 to {MAX_DESCRIPTION_CHARS} characters, not blank and without control characters,"
+            f" got {_show(value)}"
+        )
+    return value
+
+
+def _unit_price(value: Any, path: str) -> int:
+    if not _is_int(value) or not 0 <= value <= MAX_UNIT_PRICE_CENTS:
+        raise ValidationError(f"{path} must be an integer from 0 to {MAX_UNIT_PRICE_CENTS}, got {_show(value)}")
+    result: int = value
+    return result
+
+
+def _product(value: Any, index: int) -> Product:
+    path = f"products[{index}]"
+    if not isinstance(value, dict):
+        raise ValidationError(f"{path} must be an object with sku, description and unitPriceCents, got {_show(value)}")
+    _unknown_field(value, _PRODUCT_FIELDS, f"{path} has an ", "a product has sku, description and unitPriceCents")
+    for name in _PRODUCT_FIELDS:
+        if name not in value:
+            raise ValidationError(f"{path}.{name} is required")
+    return Product(
+        sku=_sku(value["sku"], f"{path}.sku"),
+        description=_description(value["description"], f"{path}.description"),
+        unit_price_cents=_unit_price(value["unitPriceCents"], f"{path}.unitPriceCents"),
+    )
+
+
+def _products(body: dict[str, Any], required_skus: Iterable[str]) -> tuple[Product, ...]:
+    value = body.get("products", _MISSING)
+    if value is _MISSING:
+        raise ValidationError("products is required: a list of {sku, description, unitPriceCents}")
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_PRODUCTS:
+        shown = f"{len(value)} products" if isinstance(value, list) else _show(value)
+        raise ValidationError(f"products must be a list of 1 to {MAX_PRODUCTS} products, got {shown}")
+    products: list[Product] = []
+    first_at: dict[str, int] = {}
+    for index, entry in enumerate(value):
+        product = _product(entry, index)
+        if product.sku in first_at:
+            raise ValidationError(
+                f"products[{index}].sku {_show(product.sku)} is already used by products[{first_at[product.sku]}]:"
+                " skus must be unique"
+            )
+        first_at[product.sku] = index
+        products.append(product)
+    missing = [sku for sku in required_skus if sku not in first_at]
+    if missing:
+        names = ", ".join(_show(sku) for sku in missing)
+        raise ValidationError(f"products must include every sku that invoices bill; missing {names}")
+    return tuple(products)
+
+
+def _optional_int(body: dict[str, Any], name: str, low: int, high: int | None) -> int | None:
+    value = body.get(name, _MISSING)
+    if value is _MISSING:
+        return None
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        rule = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+        raise ValidationError(f"{name} must be {rule}, got {_show(value)}")
+    result: int = value
+    return result
+
+
+def validate_prices(body: Any, *, required_skus: Iterable[str] = BILLED_SKUS) -> PriceUpdate:
+    """Check a decoded ``PUT /api/prices`` body; raise ``ValidationError`` on the first bad field."""
+    if not isinstance(body, dict):
+        raise ValidationError(f"request body must be a JSON object, got {_show(body)}")
+    _unknown_field(body, _PRICE_FIELDS, "", "the body takes products, taxBasisPoints and baseVersion")
+    products = _products(body, required_skus)
+    tax = _optional_int(body, "taxBasisPoints", 0, MAX_TAX_BASIS_POINTS)
+    base = _optional_int(body, "baseVersion", 1, None)
+    return PriceUpdate(products=products, tax_basis_points=tax, base_version=base)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 from durable import (
+    FatalError,
     NonDeterminismError,
     RunCancelled,
     get_resources,
@@ -23,8 +25,8 @@ from durable import (
     workflow,
 )
 
-from .pricing import invoice_id_for, price_invoice
-from .store import InvoiceStore
+from .pricing import SEED_PRICE_VERSION
+from .store import Invoice, InvoiceStore
 
 __all__ = ["WORKFLOW_NAME", "generate_invoices", "is_terminal_event", "issue_invoice"]
 
@@ -62,8 +64,8 @@ def _event(kind: str, current: int, total: int, account_id: str, message: str) -
 
 
 @step
-async def issue_invoice(run_id: str, account_id: str, n: int, total: int) -> dict[str, Any]:
-    """Issue invoice ``n`` of the batch and publish its progress event.
+async def issue_invoice(run_id: str, account_id: str, k: int, total: int, price_version: int) -> dict[str, Any]:
+    """Issue the batch's k-th invoice, under the account's next number, at price list ``price_version``.
 
     The progress event is written from inside the step: a cancel lets the
     in-flight step finish, so an issued invoice always has its event, and a
@@ -71,38 +73,51 @@ async def issue_invoice(run_id: str, account_id: str, n: int, total: int) -> dic
     does not repeat it.
     """
     store = get_resources(InvoiceStore)
-    draft = price_invoice(account_id, n)
-    progress = {
-        "type": "progress",
-        "current": n,
-        "total": total,
-        "accountId": account_id,
-        "invoiceId": invoice_id_for(account_id, n),
-        "message": f"Generated invoice {n} of {total}",
-        "customer": draft.customer,
-        "currency": draft.currency,
-        "totalCents": draft.total_cents,
-    }
-    # The event is written alongside the invoice so both share one group commit.
+    prices = await store.price_list(price_version)
+    if prices is None:
+        raise FatalError(f"price list version {price_version} does not exist")
     writer = get_writable()
-    invoice = await store.issue(run_id, account_id, n, draft, alongside=lambda: writer.write(progress))
+
+    def progress(invoice: Invoice) -> Awaitable[None]:
+        return writer.write(
+            {
+                "type": "progress",
+                "current": k,
+                "total": total,
+                "accountId": account_id,
+                "invoiceId": invoice.invoice_id,
+                "message": f"Generated invoice {k} of {total}",
+                "customer": invoice.customer,
+                "currency": invoice.currency,
+                "totalCents": invoice.total_cents,
+                "priceVersion": invoice.price_version,
+            }
+        )
+
+    # The event is written alongside the invoice so both share one group commit.
+    invoice = await store.issue(run_id, account_id, k, prices, alongside=progress)
     return {
         "invoiceId": invoice.invoice_id,
         "customer": invoice.customer,
         "currency": invoice.currency,
         "totalCents": invoice.total_cents,
         "issuedAt": invoice.issued_at,
+        "priceVersion": invoice.price_version,
     }
 
 
-async def _issue_window(run_id: str, account_id: str, numbers: range, total: int) -> tuple[int, BaseException | None]:
-    """Issue invoices ``numbers`` as concurrent steps: how many were issued, and the first error.
+async def _issue_window(
+    run_id: str, account_id: str, numbers: range, total: int, price_version: int
+) -> tuple[int, BaseException | None]:
+    """Issue the batch's invoices ``numbers`` (its k) as concurrent steps: how many were issued, and the first error.
 
     Every step called here runs to its end (a cancel lets in-flight steps
     finish), so the count is exact even when one of them failed. A
     cancellation is reported before any other error.
     """
-    results = await asyncio.gather(*(issue_invoice(run_id, account_id, n, total) for n in numbers), return_exceptions=True)
+    results = await asyncio.gather(
+        *(issue_invoice(run_id, account_id, k, total, price_version) for k in numbers), return_exceptions=True
+    )
     errors = [result for result in results if isinstance(result, BaseException)]
     cancelled = [error for error in errors if isinstance(error, RunCancelled)]
     first = (cancelled or errors or [None])[0]
@@ -110,8 +125,12 @@ async def _issue_window(run_id: str, account_id: str, numbers: range, total: int
 
 
 @workflow(name=WORKFLOW_NAME)
-async def generate_invoices(account_id: str, total: int, delay: str) -> dict[str, Any]:
-    """Issue invoices 1..total, sleeping ``delay`` between two (in windows of ``ZERO_DELAY_WINDOW`` when 0)."""
+async def generate_invoices(account_id: str, total: int, delay: str, price_version: int = SEED_PRICE_VERSION) -> dict[str, Any]:
+    """Issue ``total`` invoices at price list ``price_version``, sleeping ``delay`` between two (in windows when 0).
+
+    ``price_version`` is decided when the batch starts, so a replay prices the
+    same way; runs started before prices were versioned default to the seed's.
+    """
     run_id = get_workflow_metadata().run_id
     out = get_writable()
     # Pure functions of the input, so replay calls the same operations.
@@ -121,7 +140,7 @@ async def generate_invoices(account_id: str, total: int, delay: str) -> dict[str
     try:
         for first in range(1, total + 1, window):
             numbers = range(first, min(total, first + window - 1) + 1)
-            done, error = await _issue_window(run_id, account_id, numbers, total)
+            done, error = await _issue_window(run_id, account_id, numbers, total, price_version)
             issued += done
             if error is not None:
                 raise error
@@ -136,6 +155,9 @@ async def generate_invoices(account_id: str, total: int, delay: str) -> dict[str
         # flight may have issued their invoice without their result reaching the
         # journal, so the replayed count can be short. No invoice of this run can be
         # issued any more, and this event is journaled once, so the read is final.
+        # A number taken by a step that never finished is given back (or its invoice issued) first.
+        with contextlib.suppress(Exception):
+            await get_resources(InvoiceStore).settle_run(run_id)
         with contextlib.suppress(Exception):
             issued = max(issued, await get_resources(InvoiceStore).count_for_run(run_id))
         await out.write(
@@ -151,6 +173,8 @@ async def generate_invoices(account_id: str, total: int, delay: str) -> dict[str
     except NonDeterminismError:
         raise  # the journal no longer matches: writing more would only add to the damage
     except Exception as exc:
+        with contextlib.suppress(Exception):
+            await get_resources(InvoiceStore).settle_run(run_id)
         await out.write(
             _event(
                 "error",

@@ -115,6 +115,9 @@ export const api = {
   cancel: (runId) => request("POST", "/api/cancel", { runId }),
   runs: (limit = 20) => request("GET", `/api/runs?limit=${limit}`),
   invoices: (runId) => request("GET", `/api/runs/${enc(runId)}/invoices`),
+  invoice: (invoiceId) => request("GET", `/api/invoices/${enc(invoiceId)}`),
+  prices: (version = null) => request("GET", version === null ? "/api/prices" : `/api/prices?version=${enc(String(version))}`),
+  putPrices: (body) => request("PUT", "/api/prices", body),
 };
 
 export function csvUrl(runId) {

@@ -1,4 +1,4 @@
-// Control panel: start form, the selected run followed live, run history.
+// Control panel: start form, the selected run followed live, run history, price list.
 // The selected run lives in the URL (#run=<id>) so a reload picks it up again.
 
 import { allowTokenPrompt, api, ApiError, csvUrl, downloadCsv, getToken, setTokenPrompt } from "./api.js";
@@ -7,6 +7,7 @@ import { RunFollower } from "./stream.js";
 import { elapsed, plural, setTime } from "./format.js";
 import { InvoiceTable } from "./table.js";
 import { RunHistory } from "./history.js";
+import { PricePanel } from "./prices.js";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const EVENT_STATUS = { complete: "completed", cancelled: "cancelled", error: "failed" };
 
@@ -156,11 +157,16 @@ let ownHash = null;
 
 function initView() {
   for (const id of ["run-panel", "run-badge", "run-empty", "run-body", "run-id", "run-account",
-    "run-delay", "run-created", "run-started", "run-completed", "progress", "progress-text",
+    "run-delay", "run-prices", "run-created", "run-started", "run-completed", "progress", "progress-text",
     "run-status", "connection", "cancel-button", "csv-link", "run-error"]) {
     view[id] = $(id);
   }
-  table = new InvoiceTable({ body: $("invoice-rows"), count: $("invoice-count"), empty: $("invoices-empty") });
+  table = new InvoiceTable({
+    body: $("invoice-rows"),
+    count: $("invoice-count"),
+    empty: $("invoices-empty"),
+    fetchInvoice: (invoiceId) => api.invoice(invoiceId),
+  });
   view["cancel-button"].addEventListener("click", cancelCurrent);
   view["csv-link"].addEventListener("click", (event) => {
     if (!current || !getToken()) return; // a plain link works without a token
@@ -362,6 +368,7 @@ function renderRun() {
   view["run-id"].textContent = run.runId;
   view["run-account"].textContent = info.accountId || "—";
   view["run-delay"].textContent = info.delay ?? "—";
+  view["run-prices"].textContent = typeof info.priceVersion === "number" ? `v${info.priceVersion}` : "—";
   setTime(view["run-created"], info.createdAt);
   setTime(view["run-started"], info.startedAt);
   setTime(view["run-completed"], info.completedAt);
@@ -457,10 +464,32 @@ function onHashChange() {
   }
 }
 
+function startPricePanel() {
+  const panel = new PricePanel({
+    select: $("price-version"),
+    meta: $("prices-meta"),
+    status: $("prices-status"),
+    error: $("prices-error"),
+    form: $("prices-form"),
+    taxField: $("tax-field"),
+    tax: $("tax-rate"),
+    rows: $("price-rows"),
+    edit: $("prices-edit"),
+    save: $("prices-save"),
+    discard: $("prices-discard"),
+    latest: $("prices-latest"),
+  });
+  panel.start();
+  window.addEventListener("invoices:token", () => {
+    if (!panel.shown) panel.show(null);
+  });
+}
+
 function boot() {
   setupTokenPrompt();
   initView();
   form.init();
+  startPricePanel();
   $("history-refresh").addEventListener("click", () => {
     allowTokenPrompt();
     runHistory.refresh();

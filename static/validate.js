@@ -1,6 +1,7 @@
-// Client-side copies of the API's input rules (DESIGN.md section 4), so a
-// person sees what is wrong before anything is sent. The server stays the
-// authority: whatever it still refuses is shown as it says it.
+// Client-side copies of the API's input rules (DESIGN.md sections 4 and 10,
+// invoices/validation.py), so a person sees what is wrong before anything is
+// sent. The server stays the authority: whatever it still refuses is shown as
+// it says it.
 
 export const ACCOUNT_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 export const MAX_TOTAL = 10000;
@@ -64,3 +65,51 @@ export const VALIDATORS = {
   total: validateTotal,
   delay: validateDelay,
 };
+
+// ---- price list (PUT /api/prices)
+
+export const MAX_DESCRIPTION_CHARS = 120;
+export const MAX_UNIT_PRICE_CENTS = 100000000;
+export const MAX_TAX_BASIS_POINTS = 10000;
+const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+const HUNDREDTHS_RE = /^(\d{1,9})(?:\.(\d{1,2}))?$/;
+
+/** "49.00" / "49" / "0.5" to hundredths (cents, or basis points of a percent); null otherwise. */
+export function parseHundredths(text) {
+  const m = HUNDREDTHS_RE.exec(String(text).trim());
+  if (!m) return null;
+  return Number(m[1]) * 100 + Number((m[2] || "").padEnd(2, "0"));
+}
+
+/** Hundredths as "49.00". */
+export function formatHundredths(value) {
+  return `${Math.floor(value / 100)}.${String(value % 100).padStart(2, "0")}`;
+}
+
+export function validateDescription(value) {
+  // The server counts characters (code points), not UTF-16 units.
+  const length = Array.from(value).length;
+  if (value.trim() === "") return "Required.";
+  if (length > MAX_DESCRIPTION_CHARS) return `At most ${MAX_DESCRIPTION_CHARS} characters (this has ${length}).`;
+  if (CONTROL_RE.test(value)) return "No line breaks or other control characters.";
+  return null;
+}
+
+export function validateUnitPrice(value) {
+  const text = value.trim();
+  if (text === "") return "Required, e.g. 49.00.";
+  const cents = parseHundredths(text);
+  if (cents === null) return `Use an amount such as 49.00: digits, at most 2 decimals, no sign (got ${text}).`;
+  if (cents > MAX_UNIT_PRICE_CENTS) return `Must be at most ${formatHundredths(MAX_UNIT_PRICE_CENTS)}, got ${text}.`;
+  return null;
+}
+
+export function validateTaxRate(value) {
+  const text = value.trim();
+  if (text === "") return "Required, e.g. 8.25.";
+  const basisPoints = parseHundredths(text);
+  if (basisPoints === null || basisPoints > MAX_TAX_BASIS_POINTS) {
+    return `Must be a percentage from 0 to 100 with at most 2 decimals, got ${text}.`;
+  }
+  return null;
+}

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from harness import ServerFactory, ServerProcess
 
 from durable import Engine
 
@@ -26,3 +27,31 @@ def sql(db_path: Path) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(db_path, isolation_level=None)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    """``make_server(*args)``: a ``server.py`` not started yet, on ``tmp_path/invoices-<n>.db``.
+
+    At the end every server still running gets SIGTERM and must exit 0 in time.
+    """
+    servers: list[ServerProcess] = []
+
+    def make(*args: str) -> ServerProcess:
+        n = len(servers)
+        server = ServerProcess(tmp_path / f"invoices-{n}.db", tmp_path / f"server-{n}.log", args=args)
+        servers.append(server)
+        return server
+
+    yield make
+    problems = []
+    for server in servers:
+        if server.running:
+            try:
+                code = await server.stop()
+            except AssertionError as exc:
+                problems.append(str(exc))
+            else:
+                if code != 0:
+                    problems.append(f"server.py exited with {code}; log:\n{server.log_tail()}")
+    assert problems == [], "\n".join(problems)

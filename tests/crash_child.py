@@ -1,8 +1,8 @@
 """Child process for crash tests: starts a workflow, prints its run id, runs until killed.
 
-    python tests/crash_child.py DB steps COUNT
-    python tests/crash_child.py DB sleep SECONDS
-    python tests/crash_child.py DB resume
+python tests/crash_child.py DB steps COUNT
+python tests/crash_child.py DB sleep SECONDS
+python tests/crash_child.py DB resume
 """
 
 from __future__ import annotations

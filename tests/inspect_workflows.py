@@ -8,8 +8,9 @@ execution of a step appends a line to ``<gate>.log``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from durable import FatalError, RetryableError, get_step_metadata, get_writable, sleep, step, workflow
+from durable import FatalError, RetryableError, WorkflowFunction, get_step_metadata, get_writable, sleep, step, workflow
 
 
 def log_lines(gate: str) -> list[str]:
@@ -85,4 +86,4 @@ async def sleeper(gate: str, delay: str) -> str:
     return "woke"
 
 
-WORKFLOWS = [pipeline, retrying, sleeper]
+WORKFLOWS: list[WorkflowFunction[Any, Any]] = [pipeline, retrying, sleeper]

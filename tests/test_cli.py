@@ -7,7 +7,6 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +15,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from harness import ROOT, TESTS, ServerFactory, ServerProcess, client_session, until
 from inspect_workflows import WORKFLOWS, lift, pipeline, retrying, sleeper
-from proc import HERE, ROOT, until
-from serverproc import ServerProcess, client_session
 
 from durable import AttemptInfo, Engine, OperationInfo, RunInfo, RunStatus
 
@@ -42,7 +40,7 @@ class Result:
 
 
 async def cli(*args: str) -> Result:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", "TZ": ZONE}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", "TZ": ZONE}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "durable", *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -101,7 +99,7 @@ async def journal(tmp_path: Path) -> Journal:
         await until(asleep, what="the sleeper to sleep")
         infos = [await run.describe() for run in (failed, completed, sleeping)]
         timeline = await completed.timeline()
-    return Journal(db, gate, *infos, timeline)
+    return Journal(db, gate, infos[0], infos[1], infos[2], timeline)
 
 
 def status_of(db: Path, run_id: str) -> str:
@@ -203,13 +201,19 @@ async def test_inspect_run_of_a_failed_run_and_its_json(journal: Journal) -> Non
     info = journal.failed
     result = await cli("--db", str(journal.db), "inspect", "run", info.run_id, "--utc")
     assert result.code == 0
-    assert "Error:      StepFailed: Step inspect.guarded failed: FatalError: card declined" in result.lines
+    error_at = result.lines.index("Error:      StepFailed: Step inspect.guarded failed: FatalError: card declined")
+    stack = result.lines[error_at + 1 : result.lines.index("Timeline (3 operations)") - 1]
+    # The traceback the journal kept: the workflow's, then its step's.
+    assert stack[0] == "    Traceback (most recent call last):"
+    assert "    durable._errors.StepFailed: Step inspect.guarded failed: FatalError: card declined" in stack
+    assert stack[-1] == "    durable._errors.FatalError: card declined"
     failed_row = next(cells(line) for line in result.lines if line.startswith("4 "))
     assert failed_row[:5] == ["4", "step", "inspect.guarded", "failed", "1"]
     assert failed_row[-1] == "FatalError: card declined"
     assert result.lines[-3:] == ["Streams", "NAMESPACE  CHUNKS", "(default)  2"]
     data = (await cli("--db", str(journal.db), "inspect", "run", info.run_id, "--json")).json()
     assert (data["status"], data["args"], data["kwargs"], data["output"]) == ("failed", [journal.gate, 2], {}, None)
+    assert data["error_stack"].endswith("durable._errors.FatalError: card declined\n")
     assert [(op["seq"], op["kind"], op["status"], [a["error"] for a in op["attempts"]]) for op in data["timeline"]] == [
         (0, "step", "completed", [None]),
         (2, "step", "completed", [None]),
@@ -301,15 +305,11 @@ async def test_resume_and_fork_without_a_server_need_the_workflows(journal: Jour
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "invoices.db", tmp_path / "server.log", args=["--token", "s3cret"])
+async def server(make_server: ServerFactory) -> ServerProcess:
+    """A started server.py with a token; conftest stops it (SIGTERM, exit 0) at the end."""
+    srv = make_server("--token", "s3cret")
     await srv.start()
-    try:
-        yield srv
-    finally:
-        if srv.running:
-            code, _ = await srv.terminate()
-            assert code == 0, srv.stderr_tail()
+    return srv
 
 
 async def start_batch(server: ServerProcess) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import crash_workflows as cw
 import pytest
-from proc import kill, spawn_child, until
+from harness import kill_child, spawn_crash_child, until
 
 from durable import Engine
 
@@ -18,7 +18,7 @@ STEPS = 200
 @pytest.mark.parametrize("trial", range(3))
 async def test_sigkill_mid_run_then_recover(tmp_path: Path, trial: int) -> None:
     db = tmp_path / f"crash-{trial}.db"
-    proc, run_id = await spawn_child(str(db), "steps", str(STEPS))
+    proc, run_id = await spawn_crash_child(db, "steps", str(STEPS))
     # Kill once a random number of steps has executed, so the kill lands inside the run.
     target = random.randint(1, STEPS - 20)
     watch = sqlite3.connect(db)
@@ -26,7 +26,7 @@ async def test_sigkill_mid_run_then_recover(tmp_path: Path, trial: int) -> None:
         await until(lambda: watch.execute("SELECT COUNT(*) FROM executions").fetchone()[0] >= target, what="steps to run")
     finally:
         watch.close()
-    await kill(proc)
+    await kill_child(proc)
 
     conn = sqlite3.connect(db)
     journaled = {f"{run_id}:{seq}" for (seq,) in conn.execute("SELECT seq FROM ops WHERE run_id = ?", (run_id,))}

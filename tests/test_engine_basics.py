@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import (
     Engine,
@@ -159,8 +159,12 @@ async def test_steps_outside_workflows_are_plain_calls() -> None:
 
 
 async def test_unserializable_workflow_input_writes_nothing(engine: Engine, sql: sqlite3.Connection) -> None:
-    with pytest.raises(TypeError, match="not JSON-serializable"):
-        await engine.start(doubler, object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError) as caught:
+        await engine.start(doubler, object())
+    assert str(caught.value) == (
+        "cannot store object at args[0]: not a JSON type, dataclass, Enum or registered class"
+        " (register it with durable.register_type)"
+    )
     assert sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
 
 
@@ -191,7 +195,7 @@ async def test_pragmas_and_schema_version(db_path: Path, sql: sqlite3.Connection
     async with Engine(db_path) as engine:
         assert await engine.fetchall("PRAGMA synchronous") == [(2,)]  # FULL by default
     assert sql.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert sql.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)  # every migration applied
+    assert sql.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
     with pytest.raises(ValueError, match="synchronous must be one of"):
         Engine(db_path, synchronous="SOMETIMES")
 

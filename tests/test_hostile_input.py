@@ -10,36 +10,30 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+import pytest_asyncio
+from harness import ServerProcess, parse_sse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @dataclass
 class Server:
-    port: int
-    db: Path
-    proc: subprocess.Popen[bytes]
+    process: ServerProcess
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.process.port, timeout=10)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
@@ -52,7 +46,7 @@ class Server:
             conn.close()
 
     def counts(self) -> tuple[int, int]:
-        conn = sqlite3.connect(self.db)
+        conn = sqlite3.connect(self.process.db)
         try:
             runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
             invoices = conn.execute("SELECT COUNT(*) FROM invoices").fetchone()[0]
@@ -61,30 +55,18 @@ class Server:
         return int(runs), int(invoices)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    db = tmp_path_factory.mktemp("hostile") / "hostile.db"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "server.py"), "--host", "127.0.0.1", "--port", "0", "--db", str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    port = 0
-    for line in proc.stdout:
-        found = re.search(rb"Listening on http://127\.0\.0\.1:(\d+)", line)
-        if found:
-            port = int(found.group(1))
-            break
-    assert port, "the server did not start"
-    srv = Server(port, db, proc)
-    yield srv
-    proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=10)[0]
-    assert proc.returncode == 0
-    assert b"Traceback" not in output, output.decode(errors="replace")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    """One server for the module; the (synchronous) tests talk to it while its loop is idle."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    process = ServerProcess(tmp / "hostile.db", tmp / "server.log")
+    await process.start()
+    try:
+        yield Server(process)
+    finally:
+        code = await process.stop()
+    assert code == 0
+    assert "Traceback" not in process.log_text(), process.log_text()
 
 
 def assert_json_error(status: int, headers: dict[str, str], body: bytes) -> None:
@@ -238,14 +220,18 @@ def test_a_stream_url_never_leaks_another_runs_events(server: Server) -> None:
         assert status == 200
         runs.append(json.loads(data)["runId"])
     a, b = runs
-    for run in runs:  # let both finish, so their streams end
+    for run, account in zip(runs, ("leak_a", "leak_b"), strict=True):  # each ends with its run
         status, _, data = server.request("GET", f"/api/stream/{run}")
-        assert status == 200 and data.count(b"\ndata: ") + data.startswith(b"data: ") >= 1
+        assert status == 200
+        events = parse_sse(data)
+        assert [(event.id, event.data["type"], event.data["accountId"]) for event in events] == [
+            (0, "progress", account),
+            (1, "progress", account),
+            (2, "complete", account),
+        ]
     variants = [a.lower(), a + "%20", a + "/", f"{a}/../{b}", f"{a}%2F..%2F{b}", f"{a}{b}", a[:-1], quote(a + "\n" + b, safe="")]
-    for variant in variants:
+    for variant in variants:  # none of them names a run: a JSON 404, no event of either run
         status, headers, data = server.request("GET", f"/api/stream/{variant}")
-        if status == 200:
-            assert b"leak_b" not in data, variant
-            assert b"leak_a" in data
-        else:
-            assert_json_error(status, headers, data)
+        assert status == 404, (variant, data)
+        assert_json_error(status, headers, data)
+        assert b"leak_" not in data, variant

@@ -17,13 +17,13 @@ import orjson
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from harness import SseEvent, SseParser, parse_sse, sql_rows, sse_events, sse_lines, stored_invoices, until
 
-from durable import RunStatus
+from durable import Run, RunStatus
 from invoices import create_app
 from invoices.errors import error_middleware
 from invoices.keys import engine_key, hub_key
 from invoices.pricing import price_invoice
-from invoices.store import Invoice, InvoiceStore
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 JSON = {"Content-Type": "application/json"}
@@ -55,10 +55,10 @@ class Api:
         run_id: str = (await response.json())["runId"]
         return run_id
 
-    async def events(self, run_id: str, **kwargs: Any) -> list[tuple[int, dict[str, Any]]]:
+    async def events(self, run_id: str, **kwargs: Any) -> list[SseEvent]:
         response = await self.client.get(f"/api/stream/{run_id}", **kwargs)
         assert response.status == 200, await response.text()
-        return [(event.id, event.data) async for event in sse_events(response)]
+        return [event async for event in sse_events(response)]
 
     async def status(self, run_id: str) -> dict[str, Any]:
         response = await self.client.get("/api/status", params={"runId": run_id})
@@ -110,38 +110,6 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
     assert [status for status in statuses if status >= 500 and status != 503] == []
 
 
-@dataclass
-class Event:
-    id: int
-    data: dict[str, Any]
-
-
-async def sse_lines(response: ClientResponse) -> AsyncIterator[str]:
-    while True:
-        line = await response.content.readline()
-        if not line:
-            return
-        yield line.decode("utf-8").rstrip("\n")
-
-
-async def sse_events(response: ClientResponse, comments: list[str] | None = None) -> AsyncIterator[Event]:
-    """Parse an event stream: fields until a blank line, comments start with ':'."""
-    fields: dict[str, list[str]] = {}
-    async for line in sse_lines(response):
-        if line == "":
-            if fields:
-                assert set(fields) == {"id", "data"}, fields
-                yield Event(int(fields["id"][0]), orjson.loads("\n".join(fields["data"])))
-            fields = {}
-        elif line.startswith(":"):
-            if comments is not None:
-                comments.append(line)
-        else:
-            name, _, value = line.partition(":")
-            fields.setdefault(name, []).append(value.removeprefix(" "))
-    assert fields == {}, "stream ended inside an event"
-
-
 def progress(n: int, total: int, account_id: str = "acct_1") -> dict[str, Any]:
     draft = price_invoice(account_id, n)
     return {
@@ -154,6 +122,7 @@ def progress(n: int, total: int, account_id: str = "acct_1") -> dict[str, Any]:
         "customer": draft.customer,
         "currency": "USD",
         "totalCents": draft.total_cents,
+        "priceVersion": 1,
     }
 
 
@@ -168,8 +137,7 @@ def complete(total: int, account_id: str = "acct_1") -> dict[str, Any]:
 
 
 def stored_invoice_ids(db: Path) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        return [row[0] for row in conn.execute("SELECT invoice_id FROM invoices ORDER BY invoice_id")]
+    return [invoice_id for invoice_id, _ in stored_invoices(db)]
 
 
 async def raw_request(api: Api, request_line: str, headers: str = "") -> tuple[int, bytes]:
@@ -195,12 +163,13 @@ async def test_start_returns_the_seed_body_and_streams_every_event(api: Api) -> 
     assert response.status == 200
     assert response.content_type == "application/json"
     body = await response.json()
-    assert list(body) == ["runId", "accountId", "total", "delay", "message"]
+    assert list(body) == ["runId", "accountId", "total", "delay", "priceVersion", "message"]
     assert body == {
         "runId": body["runId"],
         "accountId": "acct_1",
         "total": 3,
         "delay": "0s",
+        "priceVersion": 1,
         "message": "Invoice workflow started",
     }
 
@@ -209,7 +178,7 @@ async def test_start_returns_the_seed_body_and_streams_every_event(api: Api) -> 
     assert stream.headers["Content-Type"] == "text/event-stream"
     assert stream.headers["Cache-Control"] == "no-cache"
     assert stream.headers["Connection"] == "close"  # one stream per connection
-    events = [(event.id, event.data) async for event in sse_events(stream)]
+    events = [event async for event in sse_events(stream)]
     assert events == [(0, progress(1, 3)), (1, progress(2, 3)), (2, progress(3, 3)), (3, complete(3))]
     assert list(events[0][1])[:6] == ["type", "current", "total", "accountId", "invoiceId", "message"]
 
@@ -270,6 +239,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "accountId",
         "total",
         "delay",
+        "priceVersion",
         "current",
         "error",
     ]
@@ -283,16 +253,32 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "accountId": "acct_1",
         "total": 2,
         "delay": "10ms",
+        "priceVersion": 1,
         "current": 2,
         "error": None,
     }
 
 
-async def test_status_of_a_pending_or_running_run_has_null_completion(api: Api) -> None:
+async def test_status_of_a_running_run_has_null_completion(api: Api) -> None:
     run_id = await api.start(total=5, delay="1h")
+    stream = await api.client.get(f"/api/stream/{run_id}")
+    assert await anext(sse_events(stream)) == (0, progress(1, 5))  # invoice 1 issued, then an hour's sleep
+    stream.close()
     body = await api.status(run_id)
-    assert body["status"] in ("pending", "running")
-    assert body["completedAt"] is None
+    assert ISO_MS.fullmatch(body["createdAt"]) and ISO_MS.fullmatch(body["startedAt"]), body
+    assert body == {
+        "runId": run_id,
+        "status": "running",
+        "createdAt": body["createdAt"],
+        "startedAt": body["startedAt"],
+        "completedAt": None,
+        "accountId": "acct_1",
+        "total": 5,
+        "delay": "1h",
+        "priceVersion": 1,
+        "current": 1,
+        "error": None,
+    }
     await api.post("/api/cancel", {"runId": run_id})
 
 
@@ -358,10 +344,10 @@ async def test_cancel_mid_batch_counts_match_everywhere(api: Api) -> None:
         "message": f"Invoice batch cancelled after {issued} of 20 invoices",
     }
 
-    await asyncio.sleep(0.5)  # nothing more may be issued after cancel returned
+    health = await (await api.client.get("/healthz")).json()
+    assert health["activeRuns"] == 0  # nothing of the run executes any more
     invoices = await (await api.client.get(f"/api/runs/{run_id}/invoices")).json()
     assert invoices["count"] == issued
-    assert stored_invoice_ids(api.db) == [f"INV-acct_c-{n:04d}" for n in range(1, issued + 1)]
     status = await api.status(run_id)
     assert (status["status"], status["current"]) == ("cancelled", issued)
     assert ISO_MS.fullmatch(status["completedAt"])
@@ -369,6 +355,12 @@ async def test_cancel_mid_batch_counts_match_everywhere(api: Api) -> None:
     again = await api.post("/api/cancel", {"runId": run_id})
     assert again.status == 200
     assert await again.json() == {**body, "previousStatus": "cancelled"}
+
+    # Nothing is issued after the cancel returned: with the engine closed, and the run
+    # cancelled and unwound (never resumed), what the file holds is final.
+    await api.client.close()
+    assert stored_invoice_ids(api.db) == [f"INV-acct_c-{n:04d}" for n in range(1, issued + 1)]
+    assert sql_rows(api.db, "SELECT status, unwound FROM runs WHERE run_id = ?", (run_id,)) == [("cancelled", 1)]
 
 
 async def test_cancel_of_a_finished_run_is_409(api: Api) -> None:
@@ -540,6 +532,7 @@ async def test_invoices_as_json_and_csv(api: Api) -> None:
         "accountId": "acct_1",
         "n": 1,
         "customer": draft.customer,
+        "priceVersion": 1,
         "lineItems": [item.to_json() for item in draft.items],
         "currency": "USD",
         "subtotalCents": draft.subtotal_cents,
@@ -560,8 +553,9 @@ async def test_invoices_as_json_and_csv(api: Api) -> None:
     assert rows[0]["customer"] == draft.customer
     assert int(rows[0]["total_cents"]) == draft.total_cents
     assert rows[0]["issued_by_run"] == run_id
+    assert rows[0]["price_version"] == "1"
     assert rows[0]["line_items"] == "; ".join(
-        f"{item.quantity} x {item.description} @ {item.unit_price_cents}" for item in draft.items
+        f"{item.quantity} x [{item.sku}] {item.description} @ {item.unit_price_cents}" for item in draft.items
     )
 
     bad = await api.client.get(f"/api/runs/{run_id}/invoices", params={"format": "xml"})
@@ -569,16 +563,20 @@ async def test_invoices_as_json_and_csv(api: Api) -> None:
     assert (await api.client.get("/api/runs/wrun_nope/invoices")).status == 404
 
 
-async def test_a_second_batch_of_the_same_account_never_bills_twice(api: Api) -> None:
+async def test_a_second_batch_of_the_same_account_continues_its_numbering(api: Api) -> None:
     first = await api.start(account_id="acct_r", total=2)
     await api.events(first)
     second = await api.start(account_id="acct_r", total=3)
     events = await api.events(second)
-    assert [data for _, data in events] == [progress(n, 3, "acct_r") for n in (1, 2, 3)] + [complete(3, "acct_r")]
-    assert stored_invoice_ids(api.db) == ["INV-acct_r-0001", "INV-acct_r-0002", "INV-acct_r-0003"]
+    expected = [{**progress(n, 3, "acct_r"), "current": k} for k, n in ((1, 3), (2, 4), (3, 5))]
+    for event in expected:
+        event["message"] = f"Generated invoice {event['current']} of 3"
+    assert [data for _, data in events] == [*expected, complete(3, "acct_r")]
+    assert stored_invoice_ids(api.db) == [f"INV-acct_r-{n:04d}" for n in range(1, 6)]
     listing = await (await api.client.get(f"/api/runs/{second}/invoices")).json()
     assert listing["count"] == 3
-    assert [invoice["runId"] for invoice in listing["invoices"]] == [first, first, second]
+    assert [invoice["invoiceId"] for invoice in listing["invoices"]] == ["INV-acct_r-0003", "INV-acct_r-0004", "INV-acct_r-0005"]
+    assert [invoice["runId"] for invoice in listing["invoices"]] == [second] * 3
     assert (await api.status(second))["current"] == 3
 
 
@@ -622,7 +620,7 @@ async def test_static_files_never_leave_static(api: Api) -> None:
         "/index.html%00.js",
     ):
         status, body = await raw_request(api, f"GET {target} HTTP/1.1")
-        assert status in (400, 404), target
+        assert status == 404, target
         assert b"create_app" not in body and b"root:" not in body, target
 
 
@@ -692,12 +690,24 @@ async def test_keep_alive_comments_while_idle(api_factory: Callable[..., Awaitab
     stream = await api.client.get(f"/api/stream/{run_id}")
     lines = sse_lines(stream)
     seen = [await anext(lines) for _ in range(4)]
-    assert seen[0] == "id: 0"
-    assert seen[2:] == ["", ": keep-alive"]
+    assert seen == ["id: 0", f"data: {orjson.dumps(progress(1, 2)).decode()}", "", ": keep-alive"]
     await api.post("/api/cancel", {"runId": run_id})
     rest = [line async for line in lines]
-    assert rest[-3:] == ["id: 1", rest[-2], ""]
-    assert orjson.loads(rest[-2].removeprefix("data: "))["type"] == "cancelled"
+    parser = SseParser()
+    assert parse_sse("\n".join([*rest, ""]).encode(), parser) == [
+        (
+            1,
+            {
+                "type": "cancelled",
+                "current": 1,
+                "total": 2,
+                "accountId": "acct_1",
+                "message": "Invoice batch cancelled after 1 of 2 invoices",
+            },
+        )
+    ]
+    assert rest[-3] == "id: 1" and rest[-1] == ""  # the stream ends with that event
+    assert set(parser.comments) <= {": keep-alive"}  # and more keep-alives, if the cancel took that long
 
 
 async def test_open_streams_end_when_the_server_shuts_down(api: Api) -> None:
@@ -721,11 +731,7 @@ async def test_vanished_clients_leave_nothing_behind(api: Api) -> None:
     assert len(hub) == 5
     for stream in streams:
         stream.close()
-    for _ in range(50):
-        if len(hub) == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert len(hub) == 0
+    await until(lambda: len(hub) == 0, what="the server to notice that the 5 clients left")
     assert api.app[engine_key].stats()["stream_subscribers"] == 0
     await api.post("/api/cancel", {"runId": run_id})
 
@@ -826,6 +832,12 @@ async def test_a_client_that_stops_reading_is_dropped(
     assert len(api.app[hub_key]) == 0
 
 
+REFUSE_PROGRESS = """CREATE TRIGGER refuse_progress BEFORE INSERT ON chunks
+    WHEN json_extract(CAST(NEW.data AS TEXT), '$.type') = 'progress'
+     AND json_extract(CAST(NEW.data AS TEXT), '$.current') >= ?
+    BEGIN SELECT RAISE(ABORT, 'progress event refused by the test'); END"""
+
+
 @pytest.mark.parametrize(
     ("total", "delay", "held", "issued"),
     [
@@ -836,40 +848,76 @@ async def test_a_client_that_stops_reading_is_dropped(
     ],
 )
 async def test_cancel_during_a_step_counts_the_invoices_in_flight(
-    api: Api, monkeypatch: pytest.MonkeyPatch, total: int, delay: str, held: int, issued: int
+    api: Api, total: int, delay: str, held: int, issued: int
 ) -> None:
-    """Steps in flight finish and are counted; cancelling during the last one still ends 'cancelled'."""
-    reached = asyncio.Event()
-    release = asyncio.Event()
-    original = InvoiceStore.get
+    """Steps in flight finish and are counted; cancelling during the last one still ends 'cancelled'.
 
-    async def get(self: InvoiceStore, invoice_id: str) -> Invoice | None:
-        # Holds the step after it stored its invoice and event, before it returns.
-        if invoice_id == f"INV-acct_h-{held:04d}":
-            reached.set()
-            await release.wait()
-        return await original(self, invoice_id)
+    The steps are held in flight by SQLite itself. A trigger refuses the progress events from
+    invoice ``held`` on, so the run stops on that write fault as after a crash, the step of
+    invoice ``held`` unjournaled. The test then holds the write lock, as another writer would,
+    and drops the trigger in that transaction. The engine resumes the run by itself (reading
+    only), and the steps of the held invoice's window block on their first write; the cancel
+    comes while they do. Releasing the lock lets them finish, then the run unwind.
+    """
+    engine = api.app[engine_key]
+    window = 1 if delay != "0s" else 8  # invoices.workflow.ZERO_DELAY_WINDOW
+    window_last = min(total, ((held - 1) // window + 1) * window)  # the last invoice of the held one's window
+    lock = sqlite3.connect(api.db, isolation_level=None)
+    try:
+        lock.execute(REFUSE_PROGRESS.replace("?", str(held)))  # no parameters in DDL
+        run_id = await api.start(account_id="acct_h", total=total, delay=delay)
+        run = engine.get_run(run_id)
+        await until(lambda: engine.stats()["active_runs"] == 0, what=f"the run to stop on invoice {held}'s refused event")
+        assert await run.status() is RunStatus.RUNNING  # stopped, not failed: it resumes once writes succeed
+        # The writer takes submissions in order: once this returns, every write the stopped run
+        # had queued has been tried (its events refused) before the lock is taken. One still
+        # queued would commit after the resume read the journal, and fault the resumed run again.
+        await engine.execute("SELECT 1")
 
-    monkeypatch.setattr(InvoiceStore, "get", get)
-    run_id = await api.start(account_id="acct_h", total=total, delay=delay)
-    await asyncio.wait_for(reached.wait(), timeout=10)
-    cancelling = asyncio.create_task(api.post("/api/cancel", {"runId": run_id}))
-    await asyncio.sleep(0.2)
-    assert not cancelling.done()  # cancel waits for the steps in flight
-    release.set()
+        lock.execute("BEGIN IMMEDIATE")
+        lock.execute("DROP TRIGGER refuse_progress")
+        ((journaled,),) = lock.execute(
+            "SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed'", (run_id,)
+        ).fetchall()
+        in_flight = window_last - journaled  # every step before the window is journaled, none after it started
+        await until(
+            lambda: engine.stats()["tasks"] == 1 + in_flight,
+            what=f"the resumed run's {in_flight} steps to wait for the write lock",
+        )
+        cancelling = asyncio.create_task(api.post("/api/cancel", {"runId": run_id}))
+        await until(lambda: _status_is(run, RunStatus.CANCELLED), what="the cancel to be requested")
+        assert not cancelling.done()  # its commit, too, waits for the lock
+        lock.execute("COMMIT")
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.execute("DROP TRIGGER IF EXISTS refuse_progress")
+        lock.close()
+
     response = await cancelling
     assert response.status == 200
     assert (await response.json())["invoicesIssued"] == issued
+    # The cancel returned once the steps in flight had finished and the run had unwound.
+    steps = sql_rows(api.db, "SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed'", (run_id,))
+    assert steps == [(issued,)]
+    assert sql_rows(api.db, "SELECT status, unwound FROM runs WHERE run_id = ?", (run_id,)) == [("cancelled", 1)]
     events = await api.events(run_id)
     assert [data for _, data in events[:-1]] == [progress(n, total, "acct_h") for n in range(1, issued + 1)]
-    assert events[-1][1] == {
-        "type": "cancelled",
-        "current": issued,
-        "total": total,
-        "accountId": "acct_h",
-        "message": f"Invoice batch cancelled after {issued} of {total} invoices",
-    }
+    assert events[-1] == (
+        issued,
+        {
+            "type": "cancelled",
+            "current": issued,
+            "total": total,
+            "accountId": "acct_h",
+            "message": f"Invoice batch cancelled after {issued} of {total} invoices",
+        },
+    )
     assert stored_invoice_ids(api.db) == [f"INV-acct_h-{n:04d}" for n in range(1, issued + 1)]
+
+
+async def _status_is(run: Run, status: RunStatus) -> bool:
+    return await run.status() is status
 
 
 async def test_zero_delay_batches_keep_events_in_invoice_order(api: Api) -> None:

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from harness import until
 from inspect_workflows import WORKFLOWS, lift, pipeline, retrying, sleeper
-from proc import until
 
 from durable import Engine, Run, RunStatus
 from durable.web import add_inspector

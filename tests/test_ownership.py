@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from harness import ROOT, read_line, spawn, until
 
 from durable import (
     DatabaseLocked,
@@ -28,8 +29,6 @@ from durable import (
 )
 from durable._registry import WorkflowCatalog
 from invoices import create_app
-
-from proc import ROOT, until
 
 HOLDER = """
 import asyncio, sys
@@ -49,11 +48,10 @@ def file_digest(path: Path) -> str:
 
 
 async def spawn_holder(db: Path) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HOLDER, str(db), stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    assert proc.stdout is not None
-    assert (await asyncio.wait_for(proc.stdout.readline(), 30)) == b"holding\n"
+    script = db.parent / "hold.py"
+    script.write_text(HOLDER)
+    proc = await spawn(script, str(db))
+    assert await read_line(proc) == "holding"
     return proc
 
 
@@ -151,15 +149,16 @@ def test_an_engine_scope_refuses_two_workflows_under_one_name() -> None:
     async def again(value: str) -> str:
         return value
 
-    with pytest.raises(DuplicateWorkflow):
-        catalog.add(clash)
+    catalog.add(clash)
+    with pytest.raises(DuplicateWorkflow, match=r"'ownership\.clash' is taken by test_ownership\._other"):
         catalog.add(workflow(name="ownership.clash")(again))
+    assert catalog.get("ownership.clash") is clash
 
 
 async def test_scoped_engine_starts_only_its_workflows(db_path: Path) -> None:
     async with Engine(db_path, workflows=[first_wf]) as engine:
         assert await (await engine.start(first_wf, "a")).result() == "a"
-        with pytest.raises(ValueError, match="'ownership.second' is not one of this engine's workflows"):
+        with pytest.raises(ValueError, match=r"'ownership\.second' is not one of this engine's workflows"):
             await engine.start(second_wf, "b")
         assert [info.workflow_name for info in await engine.list_runs()] == ["ownership.first"]
 

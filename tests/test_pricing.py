@@ -42,7 +42,7 @@ def test_exact_prices_for_known_invoices() -> None:
     first = price_invoice("acct_1", 1)
     assert first == InvoiceDraft(
         customer="Harbor Light Marine",
-        items=(LineItem("API calls (10k bundle)", 3, 2500),),
+        items=(LineItem("API-10K", "API calls (10k bundle)", 3, 2500),),
     )
     assert (first.subtotal_cents, first.tax_cents, first.total_cents) == (7500, 619, 8119)
     assert first.currency == CURRENCY == "USD"
@@ -50,9 +50,21 @@ def test_exact_prices_for_known_invoices() -> None:
     second = price_invoice("acct_1", 2)
     assert second.customer == "Riverbend Veterinary"
     assert [item.to_json() for item in second.items] == [
-        {"description": "Custom report", "quantity": 3, "unitPriceCents": 7500, "amountCents": 22500},
-        {"description": "Onboarding session (1 h)", "quantity": 1, "unitPriceCents": 15000, "amountCents": 15000},
-        {"description": "SSL certificate (yearly)", "quantity": 4, "unitPriceCents": 8900, "amountCents": 35600},
+        {"sku": "REPORT-CUSTOM", "description": "Custom report", "quantity": 3, "unitPriceCents": 7500, "amountCents": 22500},
+        {
+            "sku": "ONBOARDING-1H",
+            "description": "Onboarding session (1 h)",
+            "quantity": 1,
+            "unitPriceCents": 15000,
+            "amountCents": 15000,
+        },
+        {
+            "sku": "SSL-YEARLY",
+            "description": "SSL certificate (yearly)",
+            "quantity": 4,
+            "unitPriceCents": 8900,
+            "amountCents": 35600,
+        },
     ]
     assert (second.subtotal_cents, second.tax_cents, second.total_cents) == (73100, 6031, 79131)
 

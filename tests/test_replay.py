@@ -9,41 +9,38 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import make_unfinished
 
-from durable import Engine, RunStatus, StepFailed, step, workflow
+from durable import Engine, RunFailed, RunStatus, StepFailed, step, workflow
 
 executions: list[str] = []
 
 
-def make_unfinished(path: Path, run_id: str, keep_ops_below: int | None = None) -> None:
-    """What a crash leaves: the run still running, optionally with its later operations unjournaled."""
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute(
-            "UPDATE runs SET status = 'running', completed_at = NULL, output = NULL, error = NULL WHERE run_id = ?", (run_id,)
-        )
-        if keep_ops_below is not None:
-            conn.execute("DELETE FROM ops WHERE run_id = ? AND seq >= ?", (run_id, keep_ops_below))
-    conn.close()
+# Set by a step as it finishes, for the steps that must finish after it. Fresh for each test.
+step_done: dict[str, asyncio.Event] = {}
 
 
 @step
-async def slow_echo(label: str, delay: float) -> str:
+async def echo_after(label: str, after: str | None) -> str:
+    """Returns ``label`` once the step ``after`` has finished."""
     executions.append(label)
-    await asyncio.sleep(delay)
+    if after is not None:
+        await step_done.setdefault(after, asyncio.Event()).wait()
+    step_done.setdefault(label, asyncio.Event()).set()
     return label
 
 
 @workflow(name="replay.gather")
 async def gathered() -> list[str]:
     # Completion order (c, b, a) differs from call order (a, b, c).
-    first = await asyncio.gather(slow_echo("a", 0.03), slow_echo("b", 0.02), slow_echo("c", 0.0))
-    last = await slow_echo("d", 0.0)
+    first = await asyncio.gather(echo_after("a", "b"), echo_after("b", "c"), echo_after("c", None))
+    last = await echo_after("d", None)
     return [*first, last]
 
 
 async def test_gather_takes_sequence_numbers_at_call_time_and_replays(db_path: Path, sql: sqlite3.Connection) -> None:
     executions.clear()
+    step_done.clear()
     async with Engine(db_path) as engine:
         run = await engine.start(gathered)
         assert await run.result(timeout=5) == ["a", "b", "c", "d"]
@@ -62,11 +59,13 @@ async def test_gather_takes_sequence_numbers_at_call_time_and_replays(db_path: P
 
 async def test_replay_reexecutes_only_unjournaled_steps(db_path: Path) -> None:
     executions.clear()
+    step_done.clear()
     async with Engine(db_path) as engine:
         run = await engine.start(gathered)
         await run.result(timeout=5)
-    make_unfinished(db_path, run.run_id, keep_ops_below=2)
+    make_unfinished(db_path, run.run_id, delete_ops_from_seq=2)
     executions.clear()
+    step_done.clear()  # c runs again (d too); b, which waits for c, is replayed from the journal
     async with Engine(db_path) as engine:
         assert await engine.get_run(run.run_id).result(timeout=5) == ["a", "b", "c", "d"]
     assert executions == ["c", "d"]
@@ -130,11 +129,18 @@ async def test_non_determinism_cannot_be_swallowed(db_path: Path) -> None:
     VERSION["current"] = 2
     try:
         async with Engine(db_path) as engine:
-            assert await engine.get_run(run.run_id).status() in (RunStatus.RUNNING, RunStatus.FAILED)
-            with pytest.raises(Exception, match="NonDeterminismError"):
-                await engine.get_run(run.run_id).result(timeout=5)
+            handle = engine.get_run(run.run_id)
+            with pytest.raises(RunFailed, match="NonDeterminismError") as caught:
+                await handle.result(timeout=5)
+            assert await handle.status() is RunStatus.FAILED
+            info = await handle.describe()
     finally:
         VERSION["current"] = 1
+    assert caught.value.run_id == run.run_id
+    assert info.error is not None and info.error.startswith(
+        f"NonDeterminismError: Workflow run {run.run_id}: operation 0 was recorded as step 'test_replay.step_a'"
+        " but the workflow now calls step 'test_replay.step_b'."
+    ), info.error
 
 
 @dataclass
@@ -167,13 +173,18 @@ async def values() -> dict[str, Any]:
 
 
 async def test_pass_by_value_live_and_on_replay(db_path: Path) -> None:
-    expected = {"receipt": {"order": "o-1", "cents": 1250}, "pair": [1, "x"], "mine": [1, 2], "length": 3}
+    # Types survive the journal: a dataclass stays a dataclass, a tuple a tuple.
+    expected = {"receipt": Receipt("o-1", 1250), "pair": (1, "x"), "mine": [1, 2], "length": 3}
     async with Engine(db_path) as engine:
         run = await engine.start(values)
-        assert await run.result(timeout=5) == expected
+        live = await run.result(timeout=5)
+    assert live == expected
+    assert (type(live["receipt"]), type(live["pair"])) == (Receipt, tuple)
     make_unfinished(db_path, run.run_id)
     async with Engine(db_path) as engine:
-        assert await engine.get_run(run.run_id).result(timeout=5) == expected
+        replayed = await engine.get_run(run.run_id).result(timeout=5)
+    assert replayed == expected
+    assert (type(replayed["receipt"]), type(replayed["pair"])) == (Receipt, tuple)
 
 
 @step
@@ -193,7 +204,10 @@ async def bad_argument() -> str:
 async def test_unserializable_step_argument_raises_at_the_call_before_writing(engine: Engine, sql: sqlite3.Connection) -> None:
     run = await engine.start(bad_argument)
     result = await run.result(timeout=5)
-    assert result.startswith("TypeError: Value is not JSON-serializable")
+    assert result == (
+        "TypeError: cannot store object at args[0]: not a JSON type, dataclass, Enum or registered class"
+        " (register it with durable.register_type)"
+    )
     assert sql.execute("SELECT COUNT(*) FROM ops WHERE run_id = ?", (run.run_id,)).fetchone() == (0,)
 
 

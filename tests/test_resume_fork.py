@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from harness import until
 from inspect_workflows import WORKFLOWS, lift, log_lines, pipeline, retrying, sleeper
-from proc import until
 
 from durable import CannotResume, Engine, Run, RunNotFound, RunStatus
 

@@ -6,8 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proc import until
-from test_replay import make_unfinished
+from harness import make_unfinished, until
 
 from durable import (
     Engine,

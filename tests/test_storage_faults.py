@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from proc import until
+from harness import until
 
 from durable import Engine, RunStatus, get_writable, sleep, step, workflow
 
@@ -92,7 +92,7 @@ async def raced_sleep() -> str:
     nap = sleep("10s")  # ...and the sleep's record in its next commit
     naps.append(nap)
     # A timeout raced against the write: cancelling the run's task does not cancel `nap`.
-    await asyncio.wait([written, nap], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([asyncio.ensure_future(written), asyncio.ensure_future(nap)], return_when=asyncio.FIRST_COMPLETED)
     return "done"
 
 
@@ -116,3 +116,30 @@ async def test_a_sleep_refused_after_its_run_stopped_logs_no_unretrieved_error(
     naps.clear()
     gc.collect()  # an unretrieved exception is logged when its future is collected
     assert [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()] == []
+
+
+@step
+async def emit(name: str) -> str:
+    await get_writable().write(name)
+    return name
+
+
+@workflow(name="faults.pair")
+async def emit_pair() -> list[str]:
+    return list(await asyncio.gather(emit("a"), emit("b")))
+
+
+async def test_writes_queued_behind_a_failed_one_do_not_land(db_path: Path) -> None:
+    """A run's writes behind its failed one are refused: its stream keeps no hole and no reordering."""
+    async with Engine(db_path) as engine:
+        conn = sqlite3.connect(db_path, isolation_level=None)
+        conn.execute(
+            "CREATE TRIGGER refuse_a BEFORE INSERT ON chunks WHEN CAST(NEW.data AS TEXT) = '\"a\"'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        run = await engine.start(emit_pair)
+        await until(lambda: engine.stats()["active_runs"] == 0, what="the run to stop on the refused write")
+        conn.execute("DROP TRIGGER refuse_a")
+        conn.close()
+        assert await run.result(timeout=30) == ["a", "b"]  # resumed from the journal once writes succeed
+        assert [(chunk.index, chunk.value) async for chunk in run.chunks()] == [(0, "a"), (1, "b")]

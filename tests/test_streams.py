@@ -8,11 +8,8 @@ checked with a separate plain ``sqlite3`` connection. Workflows pause on
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
-import signal
 import sqlite3
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +19,8 @@ from typing import Any
 
 import orjson
 import pytest
+import stream_child  # the SIGKILL test's child script: imported, its workflow is registered here too
+from harness import kill_child, make_unfinished, read_line, spawn_child
 
 from durable import (
     Engine,
@@ -40,21 +39,7 @@ from durable import (
     workflow,
 )
 
-TESTS = Path(__file__).resolve().parent
 READ_TIMEOUT_S = 30.0
-
-
-def _load_child() -> Any:
-    # The SIGKILL test's child script, imported here so that its workflow is registered in this process.
-    spec = importlib.util.spec_from_file_location("stream_child", TESTS / "stream_child.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("stream_child", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-stream_child = _load_child()
 
 # Gates and counters shared between a test and the workflows it starts, keyed per test.
 GATES: dict[str, asyncio.Event] = {}
@@ -111,14 +96,6 @@ async def read_indexes(run: Run, start_index: int = 0, namespace: str | None = N
 async def drain(values: AsyncIterator[Any]) -> list[Any]:
     async with asyncio.timeout(READ_TIMEOUT_S):
         return [value async for value in values]
-
-
-def make_unfinished(db: Path, run_id: str, delete_ops_from_seq: int | None = None) -> None:
-    """Turn a finished run back into a running one, as if the process died before its end."""
-    with closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("UPDATE runs SET status = 'running', completed_at = NULL, output = NULL WHERE run_id = ?", (run_id,))
-        if delete_ops_from_seq is not None:
-            conn.execute("DELETE FROM ops WHERE run_id = ? AND seq >= ?", (run_id, delete_ops_from_seq))
 
 
 # -- workflows and steps --------------------------------------------------------------
@@ -347,7 +324,7 @@ async def test_start_index_on_a_finished_stream(engine: Engine, key: str, start_
 async def test_start_index_on_a_live_stream(engine: Engine, key: str) -> None:
     run = await engine.start(gated_writes_wf, key, 30, [10])
     await gate(key, "paused-10").wait()  # chunks 0..9 stored, the writer waits
-    readers = {start: aiter(run.readable(start)) for start in (4, -3, -1, 15, 10)}
+    readers = {start: run.readable(start) for start in (4, -3, -1, 15, 10)}
     # The first value of a reader that attaches at or before the end shows where it attached.
     first = {start: await anext(readers[start]) for start in (4, -3, -1)}
     assert first == {4: 4, -3: 7, -1: 9}
@@ -374,7 +351,7 @@ async def test_start_index_on_a_live_stream(engine: Engine, key: str) -> None:
 async def test_every_stream_closes_when_the_run_ends(engine: Engine, key: str, outcome: str) -> None:
     run = await engine.start(multi_namespace_wf, key, outcome)
     await gate(key, "paused").wait()
-    live = {ns: aiter(run.readable(0, ns)) for ns in NAMESPACES}
+    live = {ns: run.readable(0, ns) for ns in NAMESPACES}
     firsts = {ns: await anext(values) for ns, values in live.items()}  # each reader is now past its stored part
     assert firsts == {None: "None-0", "a": "a-0", "b": "b-0"}
     readers = {ns: asyncio.create_task(drain(values)) for ns, values in live.items()}
@@ -420,7 +397,7 @@ async def test_closing_one_stream_ends_its_readers_only(engine: Engine, key: str
     run = await engine.start(closes_one_wf, key)
     await gate(key, "closed").wait()
     assert await read_all(run, 0, "side") == ["side-0"]  # closed: ends although the run is running
-    main = aiter(run.readable())
+    main = run.readable()
     assert await anext(main) == "main-0"
     rest = asyncio.create_task(drain(main))
     assert await run.status() == RunStatus.RUNNING
@@ -481,20 +458,11 @@ async def test_step_writes_are_stored_at_most_once_across_retries(engine: Engine
 async def test_replay_after_sigkill_does_not_duplicate_chunks(db: Path, seed: int) -> None:
     n = 200
     kill_after_steps = random.Random(seed).randrange(0, n // 2)
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(TESTS / "stream_child.py"),
-        str(db),
-        str(n),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None
-    async with asyncio.timeout(60):
-        run_id = (await child.stdout.readline()).decode().strip()
-        for i in range(kill_after_steps):
-            assert await child.stdout.readline() == f"step {i}\n".encode()
-        child.send_signal(signal.SIGKILL)
-        assert await child.wait() == -signal.SIGKILL
+    child = await spawn_child("stream_child.py", str(db), str(n))
+    run_id = await read_line(child)
+    for i in range(kill_after_steps):
+        assert await read_line(child) == f"step {i}"
+    await kill_child(child)
 
     with closing(sqlite3.connect(db)) as conn:
         (status,) = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -524,9 +492,9 @@ async def test_stalled_reader_keeps_a_bounded_queue_and_resumes_without_gap(tmp_
         try:
             run = await engine.start(many_writes_wf, key, n)
             await gate(key, "paused").wait()
-            stalled = aiter(run.readable())
+            stalled = run.readable()
             assert await anext(stalled) == 0  # then it reads nothing until the writer is done
-            follower = aiter(run.readable())
+            follower = run.readable()
             assert await anext(follower) == 0
             follower_rest = asyncio.create_task(drain(follower))
             gate(key, "go").set()
@@ -571,17 +539,17 @@ async def test_readers_leave_no_subscriber_behind(engine: Engine, key: str) -> N
     run = await engine.start(gated_writes_wf, key, 10, [5])
     await gate(key, "paused-5").wait()
 
-    closed_mid_stream = [aiter(run.readable()) for _ in range(3)]
+    closed_mid_stream = [run.readable() for _ in range(3)]
     for values in closed_mid_stream:
         assert await anext(values) == 0
     async with aclosing(run.readable(-1)) as values:
         async for value in values:
             assert value == 4
             break
-    waiting = aiter(run.readable(50))  # attached beyond the end, closed while waiting for a chunk
-    waiting_task = asyncio.create_task(anext(waiting))
+    waiting = run.readable(50)  # attached beyond the end, closed while waiting for a chunk
+    waiting_task = asyncio.ensure_future(anext(waiting))
     finishing = [asyncio.create_task(read_all(run)) for _ in range(4)]
-    live = [asyncio.create_task(anext(values)) for values in closed_mid_stream]
+    live = [asyncio.ensure_future(anext(values)) for values in closed_mid_stream]
     assert [await task for task in live] == [1, 1, 1]
     for values in closed_mid_stream:
         await values.aclose()
@@ -663,7 +631,7 @@ async def test_reader_attaching_while_a_close_commits_gets_the_stream(engine: En
         blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the engine's next commit waits for it
         gate(key, "go").set()
         await gate(key, "close-called").wait()  # write and close are submitted, neither can commit
-        side = aiter(run.readable(0, "side"))
+        side = run.readable(0, "side")
         first = asyncio.ensure_future(anext(side))
         for _ in range(5):
             # Reads share one connection, served in order: each round trip lets the reader take its next step.
@@ -689,12 +657,12 @@ async def test_closing_a_readable_unsubscribes_at_once(engine: Engine, key: str)
     """
     run = await engine.start(gated_writes_wf, key, 3, [])
     assert await run.result(timeout=30) == 3
-    chunks = aiter(run.chunks())
+    chunks = run.chunks()
     assert (await anext(chunks)).index == 0
     assert engine.stats()["stream_subscribers"] == 1
     await chunks.aclose()
     assert engine.stats()["stream_subscribers"] == 0
-    values = aiter(run.readable())
+    values = run.readable()
     assert await anext(values) == 0
     assert engine.stats()["stream_subscribers"] == 1
     await values.aclose()
@@ -711,7 +679,7 @@ async def test_reader_suspended_in_its_stored_part_gets_every_chunk_after_the_en
     """
     run = await engine.start(gated_writes_wf, key, 601, [1])
     await gate(key, "paused-1").wait()
-    values = aiter(run.readable())
+    values = run.readable()
     assert await anext(values) == 0  # from a stored page of one chunk; the reader is paused inside it
     gate(key, "go-1").set()
     assert await run.result(timeout=30) == 601

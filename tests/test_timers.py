@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import crash_workflows  # noqa: F401  (registers crash.sleeper for the reopened engine)
 import pytest
-from proc import kill, spawn_child
-from proc import until as wait_for_condition
+from harness import kill_child, spawn_crash_child, sql_rows, until
 
 from durable import Engine, sleep, workflow
 
@@ -23,17 +23,28 @@ async def nap(seconds: float) -> float:
 
 
 @workflow(name="timers.until")
-async def until(iso: str) -> float:
+async def nap_until(iso: str) -> float:
     await sleep(datetime.fromisoformat(iso))
     return time.time()
 
 
+def sleep_rows(path: Path, run_id: str) -> list[tuple[float, float]]:
+    """(started_at, wake_at) of the run's journaled sleeps."""
+    return sql_rows(path, "SELECT started_at, wake_at FROM ops WHERE run_id = ? AND kind = 'sleep'", (run_id,))
+
+
 def wake_at(path: Path, run_id: str) -> tuple[float, float]:
-    conn = sqlite3.connect(path)
-    row = conn.execute("SELECT started_at, wake_at FROM ops WHERE run_id = ? AND kind = 'sleep'", (run_id,)).fetchone()
-    conn.close()
-    assert row is not None
-    return float(row[0]), float(row[1])
+    [(started, due)] = sleep_rows(path, run_id)
+    return float(started), float(due)
+
+
+def shift_sleep(path: Path, run_id: str, seconds: float) -> None:
+    """Move the run's journaled sleep ``seconds`` into the past: as if the process had died that long ago."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "UPDATE ops SET started_at = started_at - ?, wake_at = wake_at - ? WHERE run_id = ? AND kind = 'sleep'",
+            (seconds, seconds, run_id),
+        )
 
 
 async def test_sleep_is_never_early_and_late_by_milliseconds(engine: Engine, db_path: Path) -> None:
@@ -47,31 +58,34 @@ async def test_sleep_is_never_early_and_late_by_milliseconds(engine: Engine, db_
 
 async def test_sleep_until_a_datetime(engine: Engine, db_path: Path) -> None:
     target = datetime.now(UTC) + timedelta(milliseconds=150)
-    run = await engine.start(until, target.isoformat())
+    run = await engine.start(nap_until, target.isoformat())
     woke = await run.result(timeout=5)
     assert target.timestamp() <= woke < target.timestamp() + 0.05
     assert wake_at(db_path, run.run_id)[1] == pytest_approx(target.timestamp())
 
 
 async def test_killed_sleeper_wakes_on_schedule_after_reopen(db_path: Path) -> None:
-    proc, run_id = await spawn_child(str(db_path), "sleep", "2")
-    await asyncio.sleep(0.5)
-    await kill(proc)
+    proc, run_id = await spawn_crash_child(db_path, "sleep", "2")
+    await until(lambda: len(sleep_rows(db_path, run_id)) == 1, what="the child's sleep to be journaled")
+    await kill_child(proc)
     slept, due = wake_at(db_path, run_id)
     assert due - slept == pytest_approx(2.0)
-    await asyncio.sleep(max(0.0, slept + 1.0 - time.time()))
+    shift_sleep(db_path, run_id, 1.0)  # as if it was killed 1 s into its sleep
+    _, due = wake_at(db_path, run_id)
+    assert time.time() < due  # still asleep at the reopen, for about 1 s
     async with Engine(db_path) as engine:
         woke = await engine.get_run(run_id).result(timeout=5)
-    # About 2 s after it slept, not 2 s after the reopen at 1 s.
+    # 2 s after it slept, not 2 s after the reopen.
     assert due <= woke < due + 0.1
 
 
 async def test_overdue_wait_fires_at_open(db_path: Path) -> None:
-    proc, run_id = await spawn_child(str(db_path), "sleep", "0.3")
-    await asyncio.sleep(0.1)
-    await kill(proc)
+    proc, run_id = await spawn_crash_child(db_path, "sleep", "0.3")
+    await until(lambda: len(sleep_rows(db_path, run_id)) == 1, what="the child's sleep to be journaled")
+    await kill_child(proc)
+    shift_sleep(db_path, run_id, 0.6)  # killed, and not reopened until 0.3 s after it was due
     _, due = wake_at(db_path, run_id)
-    await asyncio.sleep(max(0.0, due + 0.3 - time.time()))
+    assert due < time.time() - 0.3
     opened = time.time()
     async with Engine(db_path) as engine:
         woke = await engine.get_run(run_id).result(timeout=5)
@@ -115,7 +129,7 @@ async def park() -> None:
 
 async def test_cancelled_sleeps_leave_the_timer_queue(engine: Engine, sql: sqlite3.Connection) -> None:
     runs = await asyncio.gather(*(engine.start(park) for _ in range(300)))
-    await wait_for_condition(lambda: engine.stats()["timers"] == 300, what="300 sleeps to be queued")
+    await until(lambda: engine.stats()["timers"] == 300, what="300 sleeps to be queued")
     for run in runs:
         await run.cancel()
     # Each cancelled sleep held its run's frames until its hour was up; once most

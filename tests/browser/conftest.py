@@ -6,53 +6,25 @@ raises and the test fails. Nothing here skips.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
+from harness import ServerFactory, ServerProcess
 from playwright.async_api import Browser, async_playwright, expect
 
-from .panel import CHROMIUM, CHROMIUM_ARGS, PageProblems, Panel, ServerProcess
+from .panel import CHROMIUM, CHROMIUM_ARGS, PageProblems, Panel
 
 # Generous for a busy CI machine; every wait is for a page condition, so a
 # passing run never spends it.
 expect.set_options(timeout=10_000)
 
-ServerFactory = Callable[..., ServerProcess]
-
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start `server.py` with extra arguments; every server is stopped with SIGTERM at the end."""
-    started: list[ServerProcess] = []
-
-    def start(*extra_args: str) -> ServerProcess:
-        n = len(started)
-        srv = ServerProcess(
-            db=tmp_path / f"invoices-{n}.db",
-            log_path=tmp_path / f"server-{n}.log",
-            extra_args=list(extra_args),
-        )
-        started.append(srv)
-        srv.start()
-        return srv
-
-    yield start
-    errors = []
-    for srv in started:
-        try:
-            code = srv.stop()
-        except RuntimeError as exc:
-            errors.append(str(exc))
-        else:
-            if code not in (None, 0):
-                errors.append(f"server exited with {code}:\n{srv.log()}")
-    assert not errors, "\n".join(errors)
-
-
-@pytest.fixture
-def server(start_server: ServerFactory) -> ServerProcess:
-    return start_server()
+async def server(make_server: ServerFactory) -> ServerProcess:
+    """A started ``server.py``; conftest's ``make_server`` stops it with SIGTERM at the end (exit 0 expected)."""
+    instance = make_server()
+    await instance.start()
+    return instance
 
 
 @pytest.fixture

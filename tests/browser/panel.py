@@ -1,21 +1,15 @@
-"""Helpers for the control-panel tests: the server subprocess and a page driver."""
+"""Helpers for the control-panel tests: Chromium's settings and a page driver."""
 
 from __future__ import annotations
 
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import ConsoleMessage, Error, Page, expect
+from harness import ServerProcess
+from playwright.async_api import ConsoleMessage, Error, Locator, Page, expect
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVER_SCRIPT = ROOT / "server.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -26,81 +20,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
-STARTUP_TIMEOUT = 20.0
-SHUTDOWN_TIMEOUT = 10.0
 
 
 def usd(cents: int) -> str:
     """An amount as the panel shows it in the en-US locale."""
     return f"${cents / 100:,.2f}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class ServerProcess:
-    """`python server.py` on a loopback port, its output going to a log file."""
-
-    db: Path
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    extra_args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> None:
-        """Start the server and wait for its "Listening on" line."""
-        assert self.proc is None, "server already running"
-        cmd = [
-            sys.executable,
-            str(SERVER_SCRIPT),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--db",
-            str(self.db),
-            *self.extra_args,
-        ]
-        seen = len(self.log())
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        marker = f"Listening on http://127.0.0.1:{self.port}"
-        while marker not in self.log()[seen:]:
-            if self.proc.poll() is not None:
-                code, self.proc = self.proc.returncode, None
-                raise RuntimeError(f"server exited with {code}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not log {marker!r} within {STARTUP_TIMEOUT}s:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait; SIGKILL (and an error) only if it does not exit in time. Idempotent."""
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(SHUTDOWN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"server ignored SIGTERM for {SHUTDOWN_TIMEOUT}s:\n{self.log()}") from None
-        return proc.returncode
 
 
 @dataclass
@@ -132,7 +56,7 @@ class Panel:
     problems: PageProblems
 
     async def open(self, fragment: str = "") -> None:
-        await self.page.goto(self.server.url + "/" + fragment)
+        await self.page.goto(self.server.base + "/" + fragment)
         await expect(self.page.locator("html")).to_have_attribute("data-ready", "true")
 
     async def fill_form(self, account_id: str, total: int | str, delay: str) -> None:
@@ -157,7 +81,7 @@ class Panel:
         return run_id
 
     @property
-    def rows(self) -> Any:
+    def rows(self) -> Locator:
         return self.page.locator("#invoice-rows tr")
 
     async def table_rows(self) -> list[tuple[str, str, str]]:
@@ -202,12 +126,12 @@ class Panel:
         return match.group(1), int(match.group(2)), int(match.group(3))
 
     async def api(self, path: str) -> Any:
-        response = await self.page.request.get(self.server.url + path)
+        response = await self.page.request.get(self.server.base + path)
         assert response.ok, f"GET {path}: {response.status} {await response.text()}"
         return await response.json()
 
     async def api_post(self, path: str, body: dict[str, Any]) -> Any:
-        response = await self.page.request.post(self.server.url + path, data=body)
+        response = await self.page.request.post(self.server.base + path, data=body)
         assert response.ok, f"POST {path}: {response.status} {await response.text()}"
         return await response.json()
 

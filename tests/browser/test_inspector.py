@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import ServerFactory, ServerProcess
 from inspect_workflows import WORKFLOWS, pipeline, retrying
 from playwright.async_api import Browser, Page, expect
 
 from durable import Engine
 
-from .conftest import ServerFactory, close_panel, open_panel
-from .panel import Panel, ServerProcess
+from .conftest import close_panel, open_panel
+from .panel import Panel
 from .png import read_png
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -38,17 +39,19 @@ class Seeded:
 
 
 @pytest.fixture
-async def seeded(tmp_path: Path, start_server: ServerFactory) -> Seeded:
+async def seeded(tmp_path: Path, make_server: ServerFactory) -> Seeded:
     """A journal with a failed run and a completed run whose step failed twice, then a server on it."""
     gate = tmp_path / "gate"
     gate.touch()
-    async with Engine(tmp_path / "invoices-0.db", workflows=WORKFLOWS) as engine:  # start_server's first file
+    async with Engine(tmp_path / "invoices-0.db", workflows=WORKFLOWS) as engine:  # make_server's first file
         failed = await engine.start(pipeline, str(gate), 1)
         with pytest.raises(Exception, match="card declined"):
             await failed.result(timeout=10)
         retried = await engine.start(retrying, str(gate))
         assert await retried.result(timeout=10) == "ok after 3"
-    return Seeded(start_server(), failed.run_id, retried.run_id)
+    server = make_server()
+    await server.start()
+    return Seeded(server, failed.run_id, retried.run_id)
 
 
 @pytest.fixture
@@ -84,7 +87,7 @@ async def bars(page: Page) -> list[dict[str, Any]]:
 
 
 async def test_run_list_rows_filters_and_live_updates(inspector: Panel, seeded: Seeded) -> None:
-    page, base = inspector.page, inspector.server.url
+    page, base = inspector.page, inspector.server.base
     await goto(page, f"{base}/workflows/")
     await expect(page.locator("#run-rows tr")).to_have_count(2)
     assert await listed(page) == [
@@ -116,7 +119,7 @@ async def test_run_list_rows_filters_and_live_updates(inspector: Panel, seeded: 
 
 async def test_timeline_bars_in_order_with_a_red_failed_attempt(inspector: Panel, seeded: Seeded) -> None:
     page = inspector.page
-    await goto(page, f"{inspector.server.url}/workflows/run?id={seeded.retried}")
+    await goto(page, f"{inspector.server.base}/workflows/run?id={seeded.retried}")
     await expect(page.locator("#timeline")).to_have_attribute("data-bars", "5")
     drawn = await bars(page)
     assert [(b["seq"], b["outcome"], b["attempt"], b["fill"]) for b in drawn] == [
@@ -148,11 +151,16 @@ async def test_timeline_bars_in_order_with_a_red_failed_attempt(inspector: Panel
 
 async def test_failed_run_page_shows_error_and_resume(inspector: Panel, seeded: Seeded) -> None:
     page = inspector.page
-    await goto(page, f"{inspector.server.url}/workflows/run?id={seeded.failed}")
+    await goto(page, f"{inspector.server.base}/workflows/run?id={seeded.failed}")
     await expect(page.locator("#run-status")).to_have_text("failed")
     await expect(page.locator("#run-error-text")).to_have_text(
         "StepFailed: Step inspect.guarded failed: FatalError: card declined"
     )
+    stack = page.locator("#run-error-stack")
+    await expect(stack).to_be_hidden()  # folded under its summary
+    await page.get_by_text("Traceback", exact=True).click()
+    await expect(stack).to_be_visible()
+    assert (await stack.inner_text()).rstrip().endswith("durable._errors.FatalError: card declined")
     assert [(b["seq"], b["outcome"]) for b in await bars(page)] == [(0, "completed"), (2, "failed")]
     await expect(page.locator("#chunks li")).to_have_count(1)
     await expect(page.locator("#chunks li code")).to_have_text('{"step":0}')
@@ -167,7 +175,7 @@ async def test_failed_run_page_shows_error_and_resume(inspector: Panel, seeded: 
 
 
 async def test_cancel_resume_and_fork_with_confirmation(inspector: Panel) -> None:
-    page, base = inspector.page, inspector.server.url
+    page, base = inspector.page, inspector.server.base
     run_id = await start_batch(inspector, 30, "400ms")
     await goto(page, f"{base}/workflows/run?id={run_id}")
     await expect(page.locator("#run-status")).to_have_text("running")
@@ -216,12 +224,13 @@ async def test_cancel_resume_and_fork_with_confirmation(inspector: Panel) -> Non
         await inspector.api_post(f"/workflows/runs/{run}/cancel", {})
 
 
-async def test_token_is_asked_for_once(browser: Browser, start_server: ServerFactory) -> None:
-    server = start_server("--token", "t0ken")
+async def test_token_is_asked_for_once(browser: Browser, make_server: ServerFactory) -> None:
+    server = make_server("--token", "t0ken")
+    await server.start()
     panel = await open_panel(browser, server, 1280, 900)
     panel.problems.allowed.append(re.compile(r"401"))
     try:
-        await panel.page.goto(f"{server.url}/workflows/")  # not ready before it has the token
+        await panel.page.goto(f"{server.base}/workflows/")  # not ready before it has the token
         dialog = panel.page.locator("#token-dialog")
         await expect(dialog).to_be_visible()
         await panel.page.locator("#token-input").fill("t0ken")
@@ -237,7 +246,7 @@ async def test_token_is_asked_for_once(browser: Browser, start_server: ServerFac
 async def test_timeline_screenshot(inspector: Panel, seeded: Seeded, tmp_path: Path) -> None:
     page = inspector.page
     await page.set_viewport_size({"width": 1280, "height": 720})
-    await goto(page, f"{inspector.server.url}/workflows/run?id={seeded.retried}")
+    await goto(page, f"{inspector.server.base}/workflows/run?id={seeded.retried}")
     await expect(page.locator("#timeline")).to_have_attribute("data-bars", "5")
     card = page.locator("section.card", has=page.locator("#timeline"))
     path = tmp_path / "timeline.png"

@@ -10,10 +10,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from harness import ServerFactory, ServerProcess, until
 from playwright.async_api import Browser, Request, Route, expect
 
-from .conftest import ServerFactory, close_panel, open_panel
-from .panel import Panel, ServerProcess, usd
+from .conftest import close_panel, open_panel
+from .panel import Panel, usd
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -65,7 +66,7 @@ async def test_cancel_mid_batch_shows_final_count(panel: Panel, tmp_path: Path) 
     await expect(csv_link).to_be_visible()
     href = await csv_link.get_attribute("href")
     assert href is not None
-    response = await panel.page.request.get(panel.server.url + href)
+    response = await panel.page.request.get(panel.server.base + href)
     assert response.ok
     rows = list(csv.reader(io.StringIO(await response.text())))
     assert len(rows) == k + 1, rows[:3]
@@ -166,12 +167,17 @@ async def test_api_refusal_is_shown_beside_the_field(panel: Panel, tmp_path: Pat
 async def test_history_opens_a_running_run_and_follows_it(panel: Panel, tmp_path: Path) -> None:
     done = await panel.api_post("/api/start", {"accountId": "acct_done", "total": 3, "delay": "0s"})
     live = await panel.api_post("/api/start", {"accountId": "acct_live", "total": 25, "delay": "200ms"})
+
+    async def live_is_running() -> bool:
+        return bool((await panel.api(f"/api/status?runId={live['runId']}"))["status"] == "running")
+
+    await until(live_is_running, what="the live run to be running")  # 25 invoices 200 ms apart: still running
     await panel.open()
 
     items = panel.page.locator("#history .history-item")
     await expect(items).to_have_count(2)
     live_item = items.filter(has_text="acct_live")
-    await expect(live_item.locator(".badge")).to_have_text(re.compile("pending|running"))
+    await expect(live_item.locator(".badge")).to_have_text("running")
 
     # Keyboard: focus the entry and press Enter.
     await live_item.focus()
@@ -234,8 +240,9 @@ async def test_large_batch_shows_latest_rows_and_full_count(panel: Panel, tmp_pa
     await panel.screenshot(tmp_path / "large-batch.png")
 
 
-async def test_token_is_asked_once_and_kept_for_the_tab(browser: Browser, start_server: ServerFactory, tmp_path: Path) -> None:
-    server = start_server("--token", "s3cret-token")
+async def test_token_is_asked_once_and_kept_for_the_tab(browser: Browser, make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server("--token", "s3cret-token")
+    await server.start()
     panel = await open_panel(browser, server, 1280, 900)
     # The first API calls are refused until the token is given.
     panel.problems.allowed.append(re.compile(r"status of 401"))
@@ -297,11 +304,11 @@ async def test_server_restart_mid_run_resumes_stream_exactly(browser: Browser, s
         run_id = await panel.start_batch("acct_restart", 30, "150ms")
         await panel.wait_rows_at_least(3)
 
-        assert server.stop() == 0
+        assert await server.stop() == 0
         await expect(panel.page.locator("#connection")).to_be_visible()
         await expect(panel.page.locator("#run-panel")).to_have_attribute("data-stream", "reconnecting")
         await panel.screenshot(tmp_path / "reconnecting.png")
-        server.start()
+        await server.start()  # on the same port: the page reconnects to the URL it knows
 
         await expect(panel.page.locator("#run-badge")).to_have_text("completed", timeout=30_000)
         await panel.wait_stream_closed()

@@ -36,7 +36,12 @@ function renderFacts(run) {
     rows.push(fact("Forked from", link, ` at step ${run.forked_at_seq}`));
   }
   if (run.output !== null) rows.push(fact("Output", json(run.output)));
-  if (run.error) rows.push(fact("Error", el("pre", { class: "run-error-text", id: "run-error-text" }, run.error)));
+  if (run.error) {
+    const stack = run.error_stack
+      ? el("details", { class: "stack" }, el("summary", {}, "Traceback"), el("pre", { id: "run-error-stack" }, run.error_stack))
+      : null;
+    rows.push(fact("Error", el("pre", { class: "run-error-text", id: "run-error-text" }, run.error), stack));
+  }
   $("facts").replaceChildren(...rows);
   const status = $("run-status");
   status.textContent = run.status;
