@@ -312,11 +312,11 @@ async def server(make_server: ServerFactory) -> ServerProcess:
     return srv
 
 
-async def start_batch(server: ServerProcess) -> str:
+async def start_batch(server: ServerProcess, total: int = 50, delay: str = "1s") -> str:
     async with client_session() as http:
         response = await http.post(
             f"{server.base}/api/start",
-            json={"accountId": "acct_cli", "total": 50, "delay": "1s"},
+            json={"accountId": "acct_cli", "total": total, "delay": delay},
             headers={"Authorization": "Bearer s3cret"},
         )
         assert response.status == 200, await response.text()
@@ -384,3 +384,19 @@ async def test_inspect_hooks_reads_a_hooks_table_when_there_is_one(journal: Jour
         ["review:d1", journal.sleeping.run_id, "hook", "2026-12-01 20:00:00.250Z", '{"doc":"d1"}'],
     ]
     assert (await cli("--db", str(journal.db), "inspect", "hooks", "--run", journal.failed.run_id, "--json")).json() == []
+
+
+async def test_follow_a_stream_the_server_is_writing(server: ServerProcess) -> None:
+    run_id = await start_batch(server, total=4, delay="200ms")
+    followed = await cli("--db", str(server.db), "inspect", "streams", run_id, "--follow", "--json")
+    assert followed.code == 0
+    chunks = [orjson.loads(line) for line in followed.lines]
+    assert [chunk["index"] for chunk in chunks] == [0, 1, 2, 3, 4]
+    assert [(chunk["value"]["type"], chunk["value"]["current"]) for chunk in chunks] == [
+        ("progress", 1),
+        ("progress", 2),
+        ("progress", 3),
+        ("progress", 4),
+        ("complete", 4),
+    ]
+    assert status_of(server.db, run_id) == "completed"
