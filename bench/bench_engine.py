@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from durable import Engine, sleep, step, tune_gc, workflow
+from durable import Engine, sleep, start_child, step, tune_gc, workflow
 
 lateness: list[float] = []
 woken = {"count": 0, "target": 0}
@@ -67,6 +67,30 @@ async def park_wf() -> None:
     if reached["count"] >= reached["target"]:
         all_reached.set()
     await pending
+
+
+body_started: dict[int, float] = {}
+queue_open = asyncio.Event()
+
+
+@workflow(name="bench.queued")
+async def queued_wf(n: int) -> None:
+    body_started[n] = time.perf_counter()
+    await queue_open.wait()  # the first run holds the slot until every run is queued
+    await noop(n)
+
+
+@workflow(name="bench.child")
+async def child_wf(n: int) -> int:
+    for i in range(5):
+        await noop(i)
+    return n
+
+
+@workflow(name="bench.fanout")
+async def fanout_wf(count: int) -> int:
+    children = await asyncio.gather(*(start_child(child_wf, i) for i in range(count)))
+    return sum(await asyncio.gather(*(child.result() for child in children)))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -155,9 +179,132 @@ async def recovery(db: Path, n: int) -> float:
     return elapsed
 
 
+# -- the service's shape: starts awaited one by one while earlier runs work --------------------
+
+
+class StallMonitor:
+    """The worst event-loop stall while it runs: the latest a 1 ms timer fired."""
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def _tick(self, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.worst_ms = max(self.worst_ms, (loop.time() - due) * 1000)
+        self._handle = loop.call_at(loop.time() + 0.001, self._tick, loop.time() + 0.001)
+
+    def __enter__(self) -> StallMonitor:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_at(loop.time() + 0.001, self._tick, loop.time() + 0.001)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+async def serial_steps(db: Path, runs: int, n: int) -> tuple[float, list[float], float]:
+    """``runs`` workflows of ``n`` steps, each start awaited in turn: steps/s, start latencies (ms), worst stall."""
+    async with Engine(db) as engine:
+        with StallMonitor() as stalls:
+            t0 = time.perf_counter()
+            handles = []
+            starts = []
+            for _ in range(runs):
+                s0 = time.perf_counter()
+                handles.append(await engine.start(steps_wf, n))
+                starts.append((time.perf_counter() - s0) * 1000)
+            for handle in handles:
+                await handle.result()
+            elapsed = time.perf_counter() - t0
+        return runs * n / elapsed, starts, stalls.worst_ms
+
+
+async def serial_sleeping(db: Path, n: int) -> tuple[list[float], float]:
+    """``n`` workflows sleeping 1 s, started one by one: lateness (ms) in the body, worst stall."""
+    lateness.clear()
+    woken["count"], woken["target"] = 0, n
+    all_woken.clear()
+    async with Engine(db) as engine:
+        with StallMonitor() as stalls:
+            for _ in range(n):
+                await engine.start(sleep_wf, 1.0)
+            await all_woken.wait()
+        return [x * 1000 for x in lateness], stalls.worst_ms
+
+
+def figure(values: list[float]) -> dict[str, float]:
+    return {"p50": round(pct(values, 0.5), 3), "p99": round(pct(values, 0.99), 3)}
+
+
+async def serial_figures(d: Path, k: int) -> dict[str, Any]:
+    """The figures of a server's shape (each start awaited while earlier runs step, sleep and wake)."""
+    out: dict[str, Any] = {}
+    rate, starts, stall = await serial_steps(d / "serial-1000x20.db", 1000 // k, 20)
+    out["serial_1000x20_steps_per_s"] = round(rate)
+    out["serial_1000x20_start_ms"] = figure(starts)
+    out["serial_1000x20_worst_stall_ms"] = round(stall, 2)
+    rate, starts, stall = await serial_steps(d / "serial-200x10.db", 200 // k, 10)
+    out["serial_200x10_steps_per_s"] = round(rate)
+    out["serial_200x10_worst_stall_ms"] = round(stall, 2)
+    rate, starts, stall = await serial_steps(d / "serial-1x5000.db", 1, 5000 // k)
+    out["serial_one_workflow_steps_per_s"] = round(rate)
+    out["serial_one_workflow_worst_stall_ms"] = round(stall, 2)
+    gc.collect()
+    late, stall = await serial_sleeping(d / "serial-sleep.db", 10000 // k)
+    out["serial_10k_sleep_lateness_ms"] = figure(late)
+    out["serial_10k_sleep_worst_stall_ms"] = round(stall, 2)
+    return out
+
+
+async def queue_dispatch(db: Path, n: int) -> tuple[list[float], list[float]]:
+    """Slot freed (a run of a concurrency-1 queue stopped) to the next run launched, and to its body's first line.
+
+    The first figure is the scheduler's own latency; the second adds the next run's
+    ``running`` commit (one fsync). The two ends are timed by wrapping the queue
+    scheduler's release and launch on this engine instance: bench instrumentation only.
+    """
+    body_started.clear()
+    queue_open.clear()
+    async with Engine(db) as engine:
+        engine.queue("bench", concurrency=1)
+        queues = engine._runs.queues
+        freed: list[float] = []
+        launched: dict[str, float] = {}
+        release, launch = queues.release, queues._launch
+
+        def timed_release(run_id: str) -> None:
+            freed.append(time.perf_counter())
+            release(run_id)
+
+        def timed_launch(run: Any) -> None:
+            launched[run.run_id] = time.perf_counter()
+            launch(run)
+
+        queues.release = timed_release  # type: ignore[method-assign]
+        queues._launch = timed_launch
+        runs = [await engine.start(queued_wf.with_options(queue="bench"), i) for i in range(n)]
+        queue_open.set()
+        await asyncio.gather(*(run.result() for run in runs))
+        # Run i was launched by the release of run i - 1, the i-th release.
+        gaps = [(launched[runs[i].run_id] - freed[i - 1]) * 1000 for i in range(1, n)]
+        to_body = [(body_started[i] - freed[i - 1]) * 1000 for i in range(1, n)]
+        return gaps, to_body
+
+
+async def child_fanout(db: Path, count: int) -> float:
+    async with Engine(db) as engine:
+        t0 = time.perf_counter()
+        run = await engine.start(fanout_wf, count)
+        assert await run.result() == sum(range(count))
+        return time.perf_counter() - t0
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["burst", "serial"], help="one family of figures (default: both)")
     parser.add_argument("--default-gc", action="store_true", help="keep CPython's GC thresholds (server.py tunes them)")
     opts = parser.parse_args()
     if not opts.default_gc:
@@ -166,6 +313,13 @@ async def main() -> None:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         d = Path(tmp)
+        if opts.only != "burst":
+            out.update(await serial_figures(d, k))
+            gc.collect()
+        if opts.only == "serial":
+            print(orjson.dumps(out).decode())
+            return
+        # Burst figures: every run of a figure started at once with gather.
         out["seq_steps_per_s"] = round(await seq_steps(d / "seq.db", 5000 // k))
         out["concurrent_steps_per_s"] = round(await concurrent_steps(d / "conc.db", 1000 // k, 20))
         starts = await start_latency(d / "start.db", 1000 // k)
@@ -180,6 +334,11 @@ async def main() -> None:
         out["cancel_latency_ms_p50"] = round(pct(cancels, 0.5), 3)
         out["cancel_latency_ms_p99"] = round(pct(cancels, 0.99), 3)
         out["recovery_s"] = round(await recovery(d / "recover.db", 10000 // k), 3)
+        gaps, to_body = await queue_dispatch(d / "queue.db", 1000 // k)
+        out["queue_dispatch_ms_p50"] = round(pct(gaps, 0.5), 3)
+        out["queue_dispatch_ms_p99"] = round(pct(gaps, 0.99), 3)
+        out["queue_dispatch_to_body_ms_p99"] = round(pct(to_body, 0.99), 3)
+        out["child_fanout_s"] = round(await child_fanout(d / "fanout.db", 1000 // k), 3)
         out["pid_fds"] = len(os.listdir("/proc/self/fd"))
     print(orjson.dumps(out).decode())
 

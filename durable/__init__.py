@@ -1,10 +1,12 @@
 """Durable workflows on SQLite: steps, sleeps and streams that survive crashes and restarts."""
 
+from ._children import ChildRun, start_child
 from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_workflow_metadata
 from ._engine import Engine, Run
 from ._errors import (
     CannotCancel,
     CannotResume,
+    ChildCancelled,
     DatabaseLocked,
     DuplicateWorkflow,
     DurableError,
@@ -13,6 +15,7 @@ from ._errors import (
     NonDeterminismError,
     RetryableError,
     RunCancelled,
+    RunConflict,
     RunFailed,
     RunNotFound,
     StepFailed,
@@ -20,7 +23,9 @@ from ._errors import (
 from ._gc import tune_gc
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._operations import StreamWriter, get_resources, get_writable, now, sleep
+from ._options import WorkflowWithOptions
 from ._passing import StreamReader
+from ._queues import Queue
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
@@ -30,6 +35,8 @@ __all__ = [
     "AttemptInfo",
     "CannotCancel",
     "CannotResume",
+    "ChildCancelled",
+    "ChildRun",
     "DatabaseLocked",
     "DuplicateWorkflow",
     "DurableError",
@@ -38,9 +45,11 @@ __all__ = [
     "FatalError",
     "NonDeterminismError",
     "OperationInfo",
+    "Queue",
     "RetryableError",
     "Run",
     "RunCancelled",
+    "RunConflict",
     "RunFailed",
     "RunInfo",
     "RunNotFound",
@@ -53,6 +62,7 @@ __all__ = [
     "StreamWriter",
     "WorkflowFunction",
     "WorkflowMetadata",
+    "WorkflowWithOptions",
     "get_resources",
     "get_step_metadata",
     "get_workflow_metadata",
@@ -62,6 +72,7 @@ __all__ = [
     "register_type",
     "serializable",
     "sleep",
+    "start_child",
     "step",
     "tune_gc",
     "workflow",

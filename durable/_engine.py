@@ -12,19 +12,19 @@ from types import TracebackType
 from typing import Any
 
 from ._errors import EngineClosed, RunCancelled, RunFailed
-from ._ids import new_run_id
 from ._journal import Journal
 from ._lock import FileLock
 from ._models import OperationInfo, RunInfo, RunStatus, run_info
 from ._operate import RunOperator
+from ._options import WorkflowWithOptions
 from ._passing import decode_result
+from ._queues import Queue, make_queue
 from ._registry import DECORATED, WorkflowCatalog, WorkflowFunction
-from ._runtime import RunContext
+from ._serde import Duration
 from ._streams import StreamChunk, StreamHub
 from ._supervisor import RunSupervisor
 from ._timeline import build_timeline
 from ._timers import TimerQueue
-from ._values import encode_call
 
 
 class _State(enum.Enum):
@@ -84,6 +84,7 @@ class Engine:
         self._lock.acquire()
         try:
             await self._journal.open()
+            self._runs.queues.seq_floor(await self._journal.last_queue_seq())
             self._state = _State.OPENED
             self._runs.open = True
             await self._runs.resume(None)
@@ -119,21 +120,30 @@ class Engine:
 
     # -- runs -----------------------------------------------------------------
 
-    async def start(self, workflow: WorkflowFunction[Any, Any], *args: Any, **kwargs: Any) -> Run:
-        """Record a new run (status pending, committed) and start it."""
+    async def start(self, workflow: WorkflowFunction[Any, Any] | WorkflowWithOptions[Any, Any], *args: Any, **kwargs: Any) -> Run:
+        """Record a new run (status pending, committed) and start it, or queue it.
+
+        With ``wf.with_options(run_id=...)``, a run that has that id is returned as
+        it is (nothing is written); ``RunConflict`` if it is a run of another workflow.
+        """
         self._check_open()
-        if not isinstance(workflow, WorkflowFunction):
-            raise TypeError(f"engine.start() needs a function decorated with @workflow, got {workflow!r}")
-        if workflow not in self._catalog:
-            raise ValueError(
-                f"workflow {workflow.name!r} is not one of this engine's workflows: pass it in Engine(path, workflows=[...])"
-            )
-        input_data = encode_call(args, kwargs)
-        run_id = new_run_id()
-        await self._journal.commit([self._journal.new_run(run_id, workflow.name, input_data, time.time())])
-        self._check_open()
-        self._runs.launch(RunContext(self._runs, run_id, workflow, input_data, RunStatus.PENDING))
+        run_id = await self._runs.starter.start(workflow, args, kwargs)
         return Run(self._runs, run_id)
+
+    def queue(
+        self,
+        name: str,
+        concurrency: int | None = None,
+        per_key_concurrency: int | None = None,
+        rate: tuple[int, Duration] | None = None,
+    ) -> Queue:
+        """Declare a queue of this engine (before or after open): runs started on it wait for a slot.
+
+        ``concurrency`` runs at once, ``per_key_concurrency`` of them per ``queue_key``,
+        ``rate=(count, period)`` starts per period. Declaring it again with the same
+        limits returns it; with other limits is a ``ValueError``.
+        """
+        return self._runs.queues.declare(make_queue(name, concurrency, per_key_concurrency, rate))
 
     def get_run(self, run_id: str) -> Run:
         """A handle on a run; an unknown id raises RunNotFound when the handle is used."""
@@ -157,7 +167,8 @@ class Engine:
         """Runs, newest first, optionally of one status."""
         self._check_open()
         rows = await self._journal.list_runs(None if status is None else RunStatus(status).value, limit)
-        return [run_info(row) for row in rows]
+        position = self._runs.queues.position
+        return [run_info(row, position(row[0])) for row in rows]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one write statement of the application through the group commit."""
@@ -177,6 +188,8 @@ class Engine:
             "active_runs": len(active),
             "tasks": sum(len(run.tasks()) for run in active.values()),
             "timers": len(self._timers),
+            "queued_runs": len(self._runs.queues),
+            "deadlines": len(self._runs.deadlines),
             "stream_subscribers": subscribers,
             "queued_chunks": queued,
             "commits": self._journal.commits,
@@ -198,8 +211,9 @@ class Run:
         return await self._runs.status(self.run_id)
 
     async def describe(self) -> RunInfo:
-        """The run as stored: status, times, error, input."""
-        return run_info(await self._runs.run_row(self.run_id))
+        """The run as stored: status, times, error, input, parent, queue and place in it."""
+        row = await self._runs.run_row(self.run_id)
+        return run_info(row, self._runs.queues.position(self.run_id))
 
     async def cancel(self) -> RunStatus:
         """Cancel; returns the previous status once the workflow has stopped."""
@@ -211,7 +225,7 @@ class Run:
         if status is RunStatus.COMPLETED:
             return None if output is None else decode_result(output, self._runs)
         if status is RunStatus.CANCELLED:
-            raise RunCancelled(self.run_id)
+            raise RunCancelled(self.run_id, None if error is None else error.summary)
         if error is None:
             raise RunFailed(self.run_id, "unknown error")
         raise RunFailed(self.run_id, error.summary, error.error_type, error.message, error.stack)

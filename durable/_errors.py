@@ -6,8 +6,10 @@ Tree::
     ├── FatalError              raised by a step: fail now, no retry
     ├── RetryableError          raised by a step: retry, optionally after ``retry_after``
     ├── StepFailed              a step failed for good (raised in the workflow)
-    ├── RunFailed               ``Run.result()`` of a failed run
+    ├── RunFailed               ``Run.result()`` of a failed run (and a failed child, in its parent)
+    ├── ChildCancelled          a child run was cancelled (raised in its parent, which goes on)
     ├── RunNotFound             no run with that id
+    ├── RunConflict             a run id taken by a run of another workflow
     ├── CannotCancel            cancel of a completed or failed run
     ├── CannotResume            resume or fork refused (status, or workflow not registered)
     ├── NonDeterminismError     replay met another operation than the journal holds
@@ -70,12 +72,37 @@ class RunFailed(DurableError):
         self.stack = stack
 
 
+class ChildCancelled(DurableError):
+    """A child run was cancelled; raised in its parent where the parent awaits the child's result.
+
+    An ``Exception``, unlike ``RunCancelled``: the parent was not cancelled and may go on.
+    """
+
+    def __init__(self, run_id: str, reason: str | None = None) -> None:
+        super().__init__(f"Child workflow run {run_id} was cancelled" + (f": {reason}" if reason else ""))
+        self.run_id = run_id
+        self.reason = reason
+
+
 class RunNotFound(DurableError):
     """No run has this id."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__(f"Workflow run {run_id} not found")
         self.run_id = run_id
+
+
+class RunConflict(DurableError):
+    """A run id is taken by a run of another workflow."""
+
+    def __init__(self, run_id: str, existing: str, attempted: str) -> None:
+        super().__init__(
+            f"Workflow run {run_id} already exists as a run of {existing!r}, so it cannot be started as {attempted!r}: "
+            "use another run_id for this workflow."
+        )
+        self.run_id = run_id
+        self.existing = existing
+        self.attempted = attempted
 
 
 class CannotCancel(DurableError):
@@ -143,8 +170,12 @@ class EngineClosed(DurableError):
 
 
 class RunCancelled(BaseException):
-    """The run was cancelled; a ``BaseException`` so ``except Exception`` cannot swallow it."""
+    """The run was cancelled; a ``BaseException`` so ``except Exception`` cannot swallow it.
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"Workflow run {run_id} was cancelled")
+    ``reason`` says why when it was not a plain ``cancel()``: a deadline that passed, a cancelled parent.
+    """
+
+    def __init__(self, run_id: str, reason: str | None = None) -> None:
+        super().__init__(f"Workflow run {run_id} was cancelled" + (f": {reason}" if reason else ""))
         self.run_id = run_id
+        self.reason = reason

@@ -21,7 +21,7 @@ class ErrorInfo:
     @property
     def summary(self) -> str:
         """``Type: message``, the one-line form."""
-        return f"{self.error_type}: {self.message}"
+        return f"{self.error_type}: {self.message}" if self.error_type else self.message
 
     @classmethod
     def of(cls, exc: BaseException) -> ErrorInfo:
@@ -34,6 +34,11 @@ class ErrorInfo:
         return orjson.dumps({"type": self.error_type, "message": self.message, "stack": self.stack})
 
     @classmethod
+    def reason(cls, text: str | None) -> ErrorInfo | None:
+        """Why a run was cancelled (a deadline, its parent), as its outcome's error."""
+        return None if text is None else cls("", text, "")
+
+    @classmethod
     def stored(cls, summary: str | None, data: bytes | None) -> ErrorInfo | None:
         """From the journal's columns; rows written before stacks were kept have only the summary."""
         if data is not None:
@@ -41,5 +46,5 @@ class ErrorInfo:
             return cls(info["type"], info["message"], info.get("stack", ""))
         if summary is None:
             return None
-        error_type, _, message = summary.partition(": ")
-        return cls(error_type, message, "")
+        error_type, sep, message = summary.partition(": ")
+        return cls(error_type, message, "") if sep else cls("", summary, "")

@@ -20,6 +20,7 @@ import aiosqlite
 
 from ._errors import EngineClosed
 from ._failures import ErrorInfo
+from ._options import PLAIN, StartPlan
 from ._replay import Recorded, Replay, StoredRun
 from ._schema import MIGRATIONS
 from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement, WriteOwner
@@ -28,7 +29,10 @@ __all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Statement"]
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-RUN_COLUMNS = "run_id, workflow_name, status, created_at, started_at, completed_at, error, input, error_info"
+RUN_COLUMNS = (
+    "run_id, workflow_name, status, created_at, started_at, completed_at, error, input, error_info,"
+    " parent_run_id, queue, deadline"
+)
 _TO_RESUME = "(r.status IN ('pending', 'running') OR (r.status = 'cancelled' AND r.unwound = 0))"
 
 _INSERT_OP = (
@@ -40,6 +44,18 @@ _INSERT_ATTEMPT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UNFINISHED = "status IN ('pending', 'running')"
+# A queued run that never left its queue has no body to unwind: it never starts.
+_UNWOUND_IF_CANCELLED = "CASE WHEN status = 'pending' AND queue IS NOT NULL THEN 1 ELSE 0 END"
+_INSERT_PLANNED_RUN = (
+    "INSERT OR IGNORE INTO runs (run_id, workflow_name, input, status, created_at,"
+    " parent_run_id, deadline, timeout, queue, queue_key, priority, queue_seq)"
+    " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Every run below ``?`` in the parent tree, finished or not (a finished child's children may not be).
+_DESCENDANTS = (
+    "WITH RECURSIVE tree(id) AS (SELECT run_id FROM runs WHERE parent_run_id = ?"
+    " UNION SELECT r.run_id FROM runs r JOIN tree ON r.parent_run_id = tree.id)"
+)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -111,22 +127,38 @@ class Journal:
     # -- statements: runs ---------------------------------------------------------
 
     @staticmethod
-    def new_run(run_id: str, workflow_name: str, input_data: bytes, created_at: float) -> Statement:
-        return (
-            "INSERT INTO runs (run_id, workflow_name, input, status, created_at) VALUES (?, ?, ?, 'pending', ?)",
-            (run_id, workflow_name, input_data, created_at),
-        )
+    def new_run(run_id: str, workflow_name: str, input_data: bytes, created_at: float, plan: StartPlan = PLAIN) -> Statement:
+        if plan is PLAIN:
+            return (
+                "INSERT INTO runs (run_id, workflow_name, input, status, created_at) VALUES (?, ?, ?, 'pending', ?)",
+                (run_id, workflow_name, input_data, created_at),
+            )
+        # OR IGNORE: a run id given by the caller or derived for a child is created once,
+        # whoever gets there first (the engine checks for it before, in memory and here).
+        p = plan
+        params = (p.parent_run_id, p.deadline, p.timeout, p.queue, p.queue_key, p.priority, p.queue_seq)
+        return (_INSERT_PLANNED_RUN, (run_id, workflow_name, input_data, created_at, *params))
 
     @staticmethod
     def run_started(run_id: str, at: float) -> Statement:
         return ("UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ? AND status = 'pending'", (at, run_id))
 
     @staticmethod
-    def run_cancelled(run_id: str, at: float) -> Statement:
+    def run_cancelled(run_id: str, at: float, error: str | None = None) -> Statement:
         # ``unwound = 0``: the body has yet to observe its cancellation (see migration 2).
         return (
-            f"UPDATE runs SET status = 'cancelled', completed_at = ?, unwound = 0 WHERE run_id = ? AND {_UNFINISHED}",
-            (at, run_id),
+            f"UPDATE runs SET status = 'cancelled', completed_at = ?, error = ?, unwound = {_UNWOUND_IF_CANCELLED}"
+            f" WHERE run_id = ? AND {_UNFINISHED}",
+            (at, error, run_id),
+        )
+
+    @staticmethod
+    def descendants_cancelled(run_id: str, at: float, error: str) -> Statement:
+        """Cancel every unfinished run started, directly or not, by ``run_id``: with it, in one commit."""
+        return (
+            f"{_DESCENDANTS} UPDATE runs SET status = 'cancelled', completed_at = ?, error = ?,"
+            f" unwound = {_UNWOUND_IF_CANCELLED} WHERE run_id IN (SELECT id FROM tree) AND {_UNFINISHED}",
+            (run_id, at, error),
         )
 
     @staticmethod
@@ -165,6 +197,18 @@ class Journal:
     @staticmethod
     def sleep_started(run_id: str, seq: int, name: str, started: float, wake_at: float) -> Statement:
         return (_INSERT_OP, (run_id, seq, "sleep", name, "waiting", None, None, started, None, wake_at, 0))
+
+    @staticmethod
+    def child_started(run_id: str, seq: int, workflow_name: str, child_run_id: str, at: float) -> Statement:
+        return (_INSERT_OP, (run_id, seq, "child", workflow_name, "started", child_run_id.encode(), None, at, None, None, 0))
+
+    @staticmethod
+    def child_settled(run_id: str, seq: int, state: str, result: bytes, at: float) -> Statement:
+        """The child's outcome as its parent received it: ``completed`` (its output), ``failed`` or ``cancelled``."""
+        return (
+            "UPDATE ops SET state = ?, result = ?, completed_at = ? WHERE run_id = ? AND seq = ? AND state = 'started'",
+            (state, result, at, run_id, seq),
+        )
 
     @staticmethod
     def chunk(run_id: str, namespace: str, index: int, seq: int, part: int, data: bytes, at: float) -> Statement:
@@ -267,6 +311,15 @@ class Journal:
         )
         return int(row[0]) if row else -1
 
+    async def workflow_of(self, run_id: str) -> str | None:
+        """The workflow name of a run, ``None`` when there is no such run."""
+        row = await self._fetchone("SELECT workflow_name FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None else str(row[0])
+
+    async def last_queue_seq(self) -> int:
+        row = await self._fetchone("SELECT COALESCE(MAX(queue_seq), 0) FROM runs WHERE queue_seq IS NOT NULL")
+        return int(row[0]) if row else 0
+
     async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, ErrorInfo | None] | None:
         """Status, output and error of one run."""
         row = await self._fetchone("SELECT status, output, error, error_info FROM runs WHERE run_id = ?", (run_id,))
@@ -291,10 +344,14 @@ class Journal:
             where += f" AND r.run_id IN ({', '.join('?' * len(run_ids))})"
             params = tuple(run_ids)
         rows = await self.fetchall(
-            f"SELECT r.run_id, r.workflow_name, r.input, r.status, r.started_at FROM runs r WHERE {where} ORDER BY r.created_at",
+            "SELECT r.run_id, r.workflow_name, r.input, r.status, r.error, r.started_at, r.parent_run_id, r.deadline,"
+            f" r.timeout, r.queue, r.queue_key, r.priority, r.queue_seq FROM runs r WHERE {where} ORDER BY r.created_at",
             params,
         )
-        runs = [StoredRun(run_id, name, bytes(data), status, started) for run_id, name, data, status, started in rows]
+        runs = [
+            StoredRun(row[0], row[1], bytes(row[2]), row[3], started_at=row[5], error=row[4], plan=StartPlan(*row[6:]))
+            for row in rows
+        ]
         replays = {run.run_id: Replay() for run in runs}
         if runs:
             await self._load_ops(where, params, replays)

@@ -30,8 +30,8 @@ __all__ = ["AsyncJournalReader", "ChunkRecord", "JournalReader", "RunDetail", "R
 
 T = TypeVar("T")
 
-# The first schema version with ``runs.forked_from`` (migration 4): what these queries read.
-READABLE_SINCE = 4
+# The first schema version with ``runs.forked_from`` (migration 5): what these queries read.
+READABLE_SINCE = 5
 MAX_PAGE = 1000
 
 _SUMMARY = "run_id, workflow_name, status, created_at, started_at, completed_at, error, forked_from, forked_at_seq"

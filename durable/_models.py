@@ -29,7 +29,11 @@ class RunStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """A run as stored: identity, status, times, error, input."""
+    """A run as stored: identity, status, times, error, input; how it was started.
+
+    ``queue_position`` counts from 1 (the next run of its queue to start) while the
+    run waits in its queue, and is ``None`` otherwise.
+    """
 
     run_id: str
     workflow_name: str
@@ -40,6 +44,10 @@ class RunInfo:
     error: str | None
     args: list[Any]
     kwargs: dict[str, Any]
+    parent_run_id: str | None = None
+    queue: str | None = None
+    queue_position: int | None = None
+    deadline: datetime | None = None
     error_type: str | None = None
     error_message: str | None = None
     error_stack: str | None = None
@@ -70,9 +78,9 @@ class OperationInfo:
     attempts: list[AttemptInfo]
 
 
-def run_info(row: Sequence[Any]) -> RunInfo:
-    """A ``RunInfo`` from the journal's run columns."""
-    run_id, name, status, created, started, completed, error, input_data, error_data = row
+def run_info(row: Sequence[Any], queue_position: int | None = None) -> RunInfo:
+    """A ``RunInfo`` from the journal's run columns (and the run's place in its queue, known in memory)."""
+    run_id, name, status, created, started, completed, error, input_data, error_data, parent, queue, deadline = row
     args, kwargs = decode_call(input_data)
     created_at = to_datetime(created)
     assert created_at is not None
@@ -87,6 +95,10 @@ def run_info(row: Sequence[Any]) -> RunInfo:
         error,
         args,
         kwargs,
+        parent_run_id=parent,
+        queue=queue,
+        queue_position=queue_position,
+        deadline=to_datetime(deadline),
         error_type=None if info is None else info.error_type,
         error_message=None if info is None else info.message,
         error_stack=None if info is None else info.stack,

@@ -8,6 +8,7 @@ import enum
 class Phase(enum.Enum):
     """Where a run in memory is; its stored status is ``RunContext.status``."""
 
+    QUEUED = "queued"  # waiting for a slot on its queue: the body has not started
     ACTIVE = "active"  # the body runs and its operations execute
     CANCELLING = "cancelling"  # cancel was requested: the next new operation raises RunCancelled
     ENDING = "ending"  # the body returned or raised: its final status is being committed
@@ -29,6 +30,8 @@ _STOPPED = frozenset({Phase.ENDED, Phase.FAULTED, Phase.DETACHED})
 
 # A fault or a close can stop a run in any phase that is not already stopped.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    # A queued run starts when a slot frees, or ends cancelled without ever starting.
+    Phase.QUEUED: frozenset({Phase.ACTIVE, Phase.ENDED, Phase.DETACHED}),
     Phase.ACTIVE: frozenset({Phase.CANCELLING, Phase.ENDING, Phase.FAULTED, Phase.DETACHED}),
     Phase.CANCELLING: frozenset({Phase.ENDED, Phase.FAULTED, Phase.DETACHED}),
     Phase.ENDING: frozenset({Phase.ENDED, Phase.FAULTED, Phase.DETACHED}),

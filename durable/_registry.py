@@ -14,8 +14,11 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from ._children import child_result
 from ._context import current_run, current_step
 from ._errors import DuplicateWorkflow
+from ._options import WorkflowWithOptions, make_options
+from ._serde import Duration
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,7 +49,29 @@ class WorkflowFunction(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        return self.fn(*args, **kwargs)
+        """In a workflow body: start this workflow as a child run and await its result. Elsewhere: the plain function."""
+        run = current_run.get()
+        if run is None or current_step.get() is not None:
+            return self.fn(*args, **kwargs)
+        # The child's sequence number is taken now, at call time.
+        return child_result(run.host.start_child(run, self, args, kwargs))
+
+    def with_options(
+        self,
+        run_id: str | None = None,
+        timeout: Duration | None = None,
+        queue: str | None = None,
+        queue_key: str | None = None,
+        priority: int | None = None,
+    ) -> WorkflowWithOptions[P, R]:
+        """This workflow with start options, for ``engine.start`` and ``start_child``.
+
+        ``run_id``: starting an id that exists returns that run. ``timeout``: a durable
+        deadline from start, at which the run is cancelled. ``queue``: wait for a slot
+        of a queue declared with ``engine.queue``, ordered by ``priority`` (smaller
+        first; none before any) then start order, limited per ``queue_key``.
+        """
+        return WorkflowWithOptions(self, make_options(run_id, timeout, queue, queue_key, priority))
 
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._options import PLAIN, StartPlan
+
 
 @dataclass(slots=True)
 class Recorded:
@@ -51,4 +53,6 @@ class StoredRun:
     workflow_name: str
     input_data: bytes
     status: str
-    started_at: float | None
+    started_at: float | None = None
+    error: str | None = None
+    plan: StartPlan = PLAIN

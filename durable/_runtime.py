@@ -33,6 +33,7 @@ from ._timers import TimerQueue
 from ._values import decode, decode_call, encode, encode_call
 
 if TYPE_CHECKING:
+    from ._children import ChildRun
     from ._registry import StepFunction, WorkflowFunction
 
 log = logging.getLogger("durable")
@@ -53,6 +54,11 @@ class RunHost(Protocol):
 
     def run_faulted(self, run: RunContext, exc: BaseException) -> None:
         """A journal write of the run failed; resume it from the journal later."""
+
+    def start_child(
+        self, parent: RunContext, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[ChildRun[Any]]:
+        """``start_child`` in the body of ``parent`` (``_children.py``)."""
 
 
 def _describe(until: Duration | datetime) -> str:
@@ -87,13 +93,16 @@ class RunContext:
         status: RunStatus,
         replay: Replay | None = None,
         started_at: float | None = None,
+        *,
+        queued: bool = False,
     ) -> None:
         self.host = host
         self.run_id = run_id
         self.workflow = workflow
         self.input_data = input_data
         self.status = status  # as stored in the journal
-        self.phase = Phase.ACTIVE
+        self.phase = Phase.QUEUED if queued else Phase.ACTIVE
+        self.cancel_reason: str | None = None  # why, when a deadline or a parent cancelled it
         replay = replay or Replay()
         self.recorded = replay.ops
         self.chunk_next = replay.chunk_next
@@ -139,6 +148,8 @@ class RunContext:
             self.clock = moment
 
     def start(self) -> None:
+        if self.phase is Phase.QUEUED:
+            self._move(Phase.ACTIVE)
         # A context of its own: a run started from inside a step must not inherit that
         # step's context (its steps would run as plain calls of the parent's step).
         task = asyncio.get_running_loop().create_task(
@@ -153,13 +164,14 @@ class RunContext:
         check_move(self.phase, target, self.run_id)
         self.phase = target
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, reason: str | None = None) -> None:
         """Stop starting operations and wake every durable wait with RunCancelled."""
         self._move(Phase.CANCELLING)
         self.status = RunStatus.CANCELLED
+        self.cancel_reason = reason
         for wait in list(self.waits):
             if not wait.done():
-                wait.set_exception(RunCancelled(self.run_id))
+                wait.set_exception(RunCancelled(self.run_id, self.cancel_reason))
 
     def detach(self) -> list[asyncio.Task[Any]]:
         """The engine closes: stop where the run is (it resumes at the next open); its tasks to await."""
@@ -180,10 +192,11 @@ class RunContext:
             self._stop_waiters.append(future)
         return future
 
-    def never_started(self) -> None:
-        """cancel() stopped the body before its first step: end the run as cancelled."""
+    def never_started(self, reason: str | None = None) -> None:
+        """cancel() stopped the body before its first step (or the run left its queue): end it as cancelled."""
         if not self.phase.stopped:
-            self.outcome = (RunStatus.CANCELLED, None, None)
+            self.status = RunStatus.CANCELLED
+            self.outcome = (RunStatus.CANCELLED, None, ErrorInfo.reason(reason or self.cancel_reason))
             self._end_streams_and_stop()
 
     def commit(self, statements: list[Statement], on_commit: Any = None) -> asyncio.Future[None]:
@@ -288,7 +301,7 @@ class RunContext:
 
     async def _finish_cancelled(self) -> None:
         """The body has stopped after its cancellation: record that, then end its streams."""
-        self.outcome = (RunStatus.CANCELLED, None, None)
+        self.outcome = (RunStatus.CANCELLED, None, ErrorInfo.reason(self.cancel_reason))
         try:
             await self.commit([self.host.journal.run_unwound(self.run_id)])
         except asyncio.CancelledError:
@@ -301,6 +314,8 @@ class RunContext:
         self._end_streams_and_stop()
 
     def _end_streams_and_stop(self) -> None:
+        if self.phase is Phase.DETACHED:
+            return  # the engine closed while the final status was committing: the run stopped then, and is over
         self._move(Phase.ENDED)
         self.host.hub.close(self.run_id)
         self._stopped()
@@ -309,7 +324,7 @@ class RunContext:
 
     def check_not_cancelled(self) -> None:
         if self.phase is Phase.CANCELLING:
-            raise RunCancelled(self.run_id)
+            raise RunCancelled(self.run_id, self.cancel_reason)
 
     def _claim(self, kind: str, name: str) -> tuple[int, Recorded | None]:
         """Take the next sequence number; what the journal recorded there, checked against this call."""
@@ -395,7 +410,7 @@ class RunContext:
     def _new_wait(self) -> asyncio.Future[None]:
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.phase is Phase.CANCELLING:
-            waiting.set_exception(RunCancelled(self.run_id))
+            waiting.set_exception(RunCancelled(self.run_id, self.cancel_reason))
             return waiting
         if len(self.waits) >= self._prune_waits_at:  # amortized: a fan-out of sleeps stays linear
             self._forget_waits(ended_only=True)

@@ -85,6 +85,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE attempts ADD COLUMN stack TEXT;
     ALTER TABLE ops ADD COLUMN abandoned INTEGER NOT NULL DEFAULT 0;
     """,
+    # How a run was started. A child knows its parent; a deadline is journaled
+    # with the timeout it came from (for the error that says it passed); a queued run
+    # keeps its place across restarts through (priority, queue_seq).
+    """
+    ALTER TABLE runs ADD COLUMN parent_run_id TEXT;
+    ALTER TABLE runs ADD COLUMN deadline REAL;
+    ALTER TABLE runs ADD COLUMN timeout TEXT;
+    ALTER TABLE runs ADD COLUMN queue TEXT;
+    ALTER TABLE runs ADD COLUMN queue_key TEXT;
+    ALTER TABLE runs ADD COLUMN priority INTEGER;
+    ALTER TABLE runs ADD COLUMN queue_seq INTEGER;
+    CREATE INDEX runs_children ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+    CREATE INDEX runs_queue_seq ON runs (queue_seq) WHERE queue_seq IS NOT NULL;
+    """,
     # Inspecting and operating runs (issue 14): a fork records the run and the sequence
     # number it was copied from; the run list filters by workflow, newest first.
     """

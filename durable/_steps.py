@@ -159,6 +159,6 @@ class StepCall:
         if self.future.done():
             return
         if self.run.is_cancelling:
-            self.future.set_exception(RunCancelled(self.run.run_id))
+            self.future.set_exception(RunCancelled(self.run.run_id, self.run.cancel_reason))
         else:
             self.future.cancel()

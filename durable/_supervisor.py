@@ -2,7 +2,8 @@
 
 ``RunSupervisor`` is the ``RunHost`` of every ``RunContext`` and what a ``Run``
 handle talks to. It owns the in-memory runs, the callers waiting for outcomes,
-and the resumption of runs stopped by a fault of the journal.
+and the resumption of runs stopped by a fault of the journal; and, for how runs
+start (issue 13), the queues, the deadlines and who is whose child.
 """
 
 from __future__ import annotations
@@ -11,16 +12,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+from ._children import ChildRun, Family
+from ._deadlines import Deadline, Deadlines
 from ._errors import CannotCancel, EngineClosed, RunNotFound
-from ._journal import Journal
+from ._failures import ErrorInfo
+from ._journal import Journal, Statement
 from ._models import RunStatus
+from ._options import StartPlan
 from ._phase import Phase
+from ._queues import QueuedRun, QueueScheduler
 from ._registry import WorkflowCatalog
 from ._replay import Replay, StoredRun
 from ._runtime import Outcome, RunContext
+from ._starts import RunStarter
 from ._streams import DEFAULT_NAMESPACE, StreamChunk, StreamHub
 from ._timers import TimerQueue
 
@@ -75,6 +82,11 @@ class RunSupervisor:
         self._faults = _FaultRecovery()
         # Runs cancelled while no context held them: a resume registers them as cancelled.
         self._cancelled_inactive: set[str] = set()
+        self.queues = QueueScheduler(self.launch)
+        self.deadlines = Deadlines(timers, self._deadline_passed)
+        self.family = Family()
+        self.starter = RunStarter(self)
+        self._expiring: set[asyncio.Task[None]] = set()  # cancels of runs whose deadline passed
 
     # -- RunHost --------------------------------------------------------------
 
@@ -82,7 +94,10 @@ class RunSupervisor:
         run_id = run.run_id
         if self.active.get(run_id) is run:
             del self.active[run_id]
+        self.queues.release(run_id)  # the next run of its queue starts now
         if run.phase is Phase.ENDED:
+            self.deadlines.disarm(run_id)
+            self.family.forget(run_id)
             if self._faults.backoff:
                 self._faults.backoff.pop(run_id, None)
             if self._waiters:
@@ -94,19 +109,53 @@ class RunSupervisor:
             self._faults.leftovers[run.run_id] = left
         self._schedule_resume(run.run_id, exc)
 
+    def start_child(
+        self, parent: RunContext, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[ChildRun[Any]]:
+        return self.starter.start_child(parent, target, args, kwargs)
+
     # -- starting and stopping ------------------------------------------------------
 
     def launch(self, run: RunContext) -> None:
         self.active[run.run_id] = run
         run.start()
 
+    def admit(self, run: RunContext, plan: StartPlan, cancelled: str | None = None) -> None:
+        """Start a recorded run, or queue it; its deadline armed, its parent told.
+
+        ``cancelled``: the run was cancelled with its parent while being created; it
+        unwinds at once, or, queued, ends without starting.
+        """
+        run_id = run.run_id
+        if plan.parent_run_id is not None:
+            self.family.add(plan.parent_run_id, run_id)
+        if plan.deadline is not None:
+            self.deadlines.arm(run_id, Deadline(plan.deadline, plan.timeout or ""))
+        if cancelled is not None:
+            if run.phase is Phase.QUEUED:
+                run.never_started(cancelled)
+                return
+            run.request_cancel(cancelled)
+        if run.phase is Phase.QUEUED:
+            self.queues.submit(run, plan)
+            return
+        if plan.queue is not None:
+            self.queues.occupy(run_id, plan)  # it started before: it holds its slot again
+        self.launch(run)
+
     async def resume(self, run_ids: list[str] | None) -> None:
         """Load unfinished runs (all, or the given ones) from the journal and start them."""
         runs, replays = await self.journal.runs_to_resume(run_ids)
         self._check_open()
-        for stored in runs:
-            if stored.run_id not in self.active:
-                self._resume_one(stored, replays[stored.run_id])
+        # Runs that hold a slot register before any waiting run is given one.
+        self.queues.paused = True
+        try:
+            for stored in runs:
+                if stored.run_id not in self.active and self.queues.waiting_run(stored.run_id) is None:
+                    self._resume_one(stored, replays[stored.run_id])
+        finally:
+            self.queues.paused = False
+        self.queues.dispatch_all()
 
     def _resume_one(self, stored: StoredRun, replay: Replay) -> None:
         wf = self.catalog.get(stored.workflow_name)
@@ -118,19 +167,24 @@ class RunSupervisor:
                 stored.status,
             )
             return
-        run = RunContext(self, stored.run_id, wf, stored.input_data, RunStatus(stored.status), replay, stored.started_at)
-        if stored.run_id in self._cancelled_inactive or run.status is RunStatus.CANCELLED:
+        status = RunStatus(stored.status)
+        cancelled = stored.run_id in self._cancelled_inactive or status is RunStatus.CANCELLED
+        queued = stored.plan.queue is not None and status is RunStatus.PENDING and not cancelled
+        run = RunContext(self, stored.run_id, wf, stored.input_data, status, replay, stored.started_at, queued=queued)
+        if cancelled:
             # Cancelled while out of memory, or before its body saw it: it unwinds now.
             self._cancelled_inactive.discard(stored.run_id)
-            run.request_cancel()
-        self.launch(run)
+            run.request_cancel(stored.error)
+        self.admit(run, stored.plan)
 
     async def close(self) -> None:
         """Stop every run where it is; they resume at the next open."""
         self.open = False
         self._faults.stop()
+        self.queues.close()  # first: runs that stop now must not start queued ones
         tasks = [task for run in list(self.active.values()) for task in run.detach()]
         tasks += self._faults.tasks()
+        tasks += self._expiring
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -230,38 +284,55 @@ class RunSupervisor:
 
     # -- cancellation -------------------------------------------------------------
 
-    async def cancel(self, run_id: str) -> RunStatus:
-        """Cancel the run; the previous status, once the workflow has stopped."""
+    async def cancel(self, run_id: str, reason: str | None = None) -> RunStatus:
+        """Cancel the run and its unfinished children; the previous status, once all of them stopped.
+
+        ``reason`` (a deadline that passed) becomes the run's error.
+        """
         self._check_open()
         while True:
             run = self.active.get(run_id)
             if run is not None and run.phase in (Phase.ACTIVE, Phase.CANCELLING):
-                return await self._cancel_active(run)
+                return await self._cancel_active(run, reason)
             if run is not None:  # ending, or faulted and unwinding: let it stop, then look again
                 await run.wait_stopped()
                 continue
-            previous = await self._cancel_inactive(run_id)
+            queued = self.queues.waiting_run(run_id)
+            if queued is not None:
+                return await self._cancel_queued(queued, reason)
+            previous = await self._cancel_inactive(run_id, reason)
             if previous is not None:
                 return previous
 
-    async def _cancel_active(self, run: RunContext) -> RunStatus:
+    async def _cancel_active(self, run: RunContext, reason: str | None) -> RunStatus:
         previous = run.status
         if previous in (RunStatus.COMPLETED, RunStatus.FAILED):
             raise CannotCancel(run.run_id, previous.value)
-        if run.phase is Phase.CANCELLING:
-            await self._await_stop(run)
-            return RunStatus.CANCELLED
-        run.request_cancel()
-        await run.commit([self.journal.run_cancelled(run.run_id, time.time())])
-        await self._await_stop(run)
+        if run.phase is not Phase.CANCELLING:
+            run.request_cancel(reason)
+            await self._commit_cancel(run.run_id, reason, run.commit)
+        else:
+            previous = RunStatus.CANCELLED
+        await asyncio.gather(self._await_stop(run), self._await_descendants(run.run_id))
         return previous
 
-    async def _cancel_inactive(self, run_id: str) -> RunStatus | None:
+    async def _cancel_queued(self, queued: QueuedRun, reason: str | None) -> RunStatus:
+        """A run waiting in its queue leaves it and ends cancelled: its body never starts."""
+        self.queues.withdraw(queued)
+        try:
+            await self.journal.commit([self.journal.run_cancelled(queued.run.run_id, time.time(), reason)])
+        except BaseException:
+            self.queues.restore(queued)
+            raise
+        queued.run.never_started(reason)
+        return RunStatus.PENDING
+
+    async def _cancel_inactive(self, run_id: str, reason: str | None) -> RunStatus | None:
         """Cancel a run no context holds; ``None`` when the caller must look again."""
         previous = await self.status(run_id)
         if previous in (RunStatus.COMPLETED, RunStatus.FAILED):
             raise CannotCancel(run_id, previous.value)
-        if run_id in self.active:
+        if run_id in self.active or self.queues.waiting_run(run_id) is not None:
             return None  # a resume registered it meanwhile
         leftovers = self._faults.unfinished_steps(run_id)
         if leftovers:  # steps of a faulted execution: let them stop first
@@ -273,14 +344,76 @@ class RunSupervisor:
         # it as cancelled: the set is checked when it registers.
         self._cancelled_inactive.add(run_id)
         try:
-            await self.journal.commit(
-                [self.journal.run_cancelled(run_id, time.time())],
-                lambda: self._notify(run_id, (RunStatus.CANCELLED, None, None)),
+            await self._commit_cancel(
+                run_id,
+                reason,
+                lambda statements: self.journal.commit(
+                    statements, lambda: self._notify(run_id, (RunStatus.CANCELLED, None, ErrorInfo.reason(reason)))
+                ),
             )
         except BaseException:
             self._cancelled_inactive.discard(run_id)
             raise
+        self.deadlines.disarm(run_id)
+        await self._await_descendants(run_id)
         return previous
+
+    async def _commit_cancel(
+        self, run_id: str, reason: str | None, commit: Callable[[list[Statement]], asyncio.Future[None]]
+    ) -> None:
+        """Commit the run's cancellation with its descendants'; those in memory stop starting operations first."""
+        note = f"parent run {run_id} was cancelled" + (f": {reason}" if reason else "")
+        withdrawn = self._halt_descendants(run_id, note)
+        now = time.time()
+        try:
+            await commit([self.journal.run_cancelled(run_id, now, reason), self.journal.descendants_cancelled(run_id, now, note)])
+        except BaseException:
+            for queued in withdrawn:
+                self.queues.restore(queued)
+            raise
+        for queued in withdrawn:
+            queued.run.never_started(note)
+
+    def _halt_descendants(self, run_id: str, note: str) -> list[QueuedRun]:
+        """Mark the run's descendants in memory cancelled; the queued ones leave their queue (returned)."""
+        withdrawn: list[QueuedRun] = []
+        for child_id in self.family.descendants(run_id):
+            child = self.active.get(child_id)
+            queued = self.queues.waiting_run(child_id)
+            if child is not None and child.phase is Phase.ACTIVE:
+                child.request_cancel(note)
+            elif queued is not None:
+                self.queues.withdraw(queued)
+                withdrawn.append(queued)
+            elif child is None:
+                self._cancelled_inactive.add(child_id)  # faulted: it resumes cancelled
+        return withdrawn
+
+    async def _await_descendants(self, run_id: str) -> None:
+        """Wait until no descendant of the run executes any more (each with the guarantees of cancel())."""
+        waits: list[Any] = []
+        for child_id in self.family.descendants(run_id):
+            child = self.active.get(child_id)
+            if child is not None:
+                waits.append(self._await_stop(child) if child.is_cancelling else child.wait_stopped())
+            elif left := self._faults.unfinished_steps(child_id):
+                waits.append(asyncio.wait(left))
+        if waits:
+            await asyncio.gather(*waits)
+
+    def _deadline_passed(self, run_id: str, reason: str) -> None:
+        if self.open:
+            task = asyncio.get_running_loop().create_task(self._expire(run_id, reason), name=f"durable-deadline-{run_id}")
+            self._expiring.add(task)
+            task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, run_id: str, reason: str) -> None:
+        try:
+            await self.cancel(run_id, reason)
+        except (CannotCancel, RunNotFound, EngineClosed):
+            pass  # it ended first, or the engine is closing (the deadline fires again at the next open)
+        except Exception as exc:  # the journal refused: the run faulted and its deadline fires again when it resumes
+            log.warning("run %s: its deadline passed but its cancellation could not be recorded: %s", run_id, exc)
 
     def forget_cancel(self, run_id: str) -> None:
         """A resume set the run going again: an earlier cancel while it was out of memory is spent."""

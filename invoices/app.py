@@ -14,7 +14,7 @@ from durable.web import add_inspector
 
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
-from .routes import MAX_BODY_BYTES, routes
+from .routes import BILLING_QUEUE, MAX_BODY_BYTES, routes
 from .security import add_security_headers, host_guard, is_loopback_bind, origin_guard, token_guard
 from .sse import SseHub
 from .static import static_routes
@@ -71,6 +71,8 @@ def create_app(
     @asynccontextmanager
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
         engine = Engine(db_path, workflows=[generate_invoices])
+        # One batch per account at a time, in start order: invoice numbers follow batch order.
+        engine.queue(BILLING_QUEUE, per_key_concurrency=1)
         store = InvoiceStore(engine)
         engine.resources = store  # before opening: opening resumes unfinished runs
         async with engine:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from durable import CannotCancel, RunInfo, RunStatus
+from durable import CannotCancel, Run, RunConflict, RunInfo, RunStatus
 
 from .errors import ApiError
 from .keys import engine_key, hub_key, store_key
@@ -26,7 +26,7 @@ from .timestamps import iso_ms
 from .validation import ACCOUNT_ID_RE, ValidationError, validate_prices, validate_start
 from .workflow import generate_invoices
 
-__all__ = ["MAX_BODY_BYTES", "routes"]
+__all__ = ["BILLING_QUEUE", "MAX_BODY_BYTES", "routes"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 500
@@ -34,6 +34,11 @@ _MAX_INDEX = 2**53  # beyond any real stream; keeps SQLite integers in range
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _INT_RE = re.compile(r"[0-9]{1,16}")
 _INVOICE_ID_RE = re.compile(r"INV-(" + ACCOUNT_ID_RE.pattern + r")-[0-9]{4,16}")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+#: The engine queue of batches (declared in app.py): one batch per account at a time,
+#: so a second batch of an account waits, pending, and its invoices follow the first's.
+BILLING_QUEUE = "billing"
 
 routes = web.RouteTableDef()
 
@@ -126,6 +131,7 @@ def run_json(info: RunInfo, current: int) -> dict[str, Any]:
         "priceVersion": price_version,
         "current": current,
         "error": info.error,
+        "queuePosition": info.queue_position,
     }
 
 
@@ -139,17 +145,53 @@ async def _describe(request: web.Request, run_id: str) -> tuple[RunInfo, int]:
 # -- routes -----------------------------------------------------------------------------
 
 
+def _request_id(body: dict[str, Any]) -> str | None:
+    """The optional idempotency key of a start; 400 when it is there but not 1-64 of A-Z a-z 0-9 _ . -."""
+    if "requestId" not in body:
+        return None
+    value = body["requestId"]
+    if not isinstance(value, str) or _REQUEST_ID_RE.fullmatch(value) is None:
+        shown = repr(value[:40]) if isinstance(value, str) else ("null" if value is None else type(value).__name__)
+        raise ApiError(400, f"requestId must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . -, got {shown}")
+    return value
+
+
+async def _start_batch(
+    request: web.Request, request_id: str | None, account_id: str, total: int, delay: str, version: int
+) -> tuple[Run, int]:
+    """Queue the batch behind the account's earlier ones; a repeated requestId gives its first run (and its price version)."""
+    options = generate_invoices.with_options(
+        run_id=None if request_id is None else f"req-{request_id}", queue=BILLING_QUEUE, queue_key=account_id
+    )
+    try:
+        run = await request.app[engine_key].start(options, account_id, total, delay, version)
+    except RunConflict:
+        raise ApiError(409, f"requestId {request_id!r} is taken by a run of another kind: send a new requestId") from None
+    if request_id is not None:
+        *first, version = _batch_input(await run.describe())
+        if first != [account_id, total, delay]:
+            # Like Stripe's idempotency keys: a key names one request; reusing it for another is a client bug.
+            raise ApiError(
+                409,
+                f"requestId {request_id!r} was already used for another batch (accountId {first[0]}, total {first[1]}, "
+                f"delay {first[2]}): send a new requestId for a new batch",
+                runId=run.run_id,
+            )
+    return run, version
+
+
 @routes.post("/api/start")
 async def start(request: web.Request) -> web.Response:
-    """Start a batch: 200 with the run id, or 400 naming the bad field."""
+    """Start a batch: 200 with the run id (the same one for a repeated requestId), or 400 naming the bad field."""
     body = await read_json_object(request)
     try:
         batch = validate_start(body)
     except ValidationError as exc:
         raise ApiError(400, str(exc)) from None
+    request_id = _request_id(body)
     # Decided here and passed as an argument, so that a replay prices at the same version.
     version = (await request.app[store_key].latest_price_list()).version
-    run = await request.app[engine_key].start(generate_invoices, batch.account_id, batch.total, batch.delay, version)
+    run, version = await _start_batch(request, request_id, batch.account_id, batch.total, batch.delay, version)
     return json_response(
         {
             "runId": run.run_id,
@@ -164,7 +206,7 @@ async def start(request: web.Request) -> web.Response:
 
 @routes.get("/api/status")
 async def status(request: web.Request) -> web.Response:
-    """A run's status, times, batch input and invoices issued so far."""
+    """A run's status, times, batch input, invoices issued so far and place in the billing queue."""
     if "runId" not in request.query:
         raise ApiError(400, "runId query parameter is required: /api/status?runId=<id>")
     run_id = _run_id(request.query["runId"], "query parameter")

@@ -2,6 +2,7 @@
 
 python tests/crash_child.py DB steps COUNT
 python tests/crash_child.py DB sleep SECONDS
+python tests/crash_child.py DB family COUNT
 python tests/crash_child.py DB resume
 """
 
@@ -22,6 +23,8 @@ async def main(db: str, mode: str, arg: str | None) -> None:
             await engine.execute(ddl)
         if mode == "steps":
             run = await engine.start(cw.many_steps, int(arg or "200"))
+        elif mode == "family":
+            run = await engine.start(cw.family, int(arg or "200"))
         elif mode == "sleep":
             run = await engine.start(cw.sleeper, float(arg or "2"))
         else:

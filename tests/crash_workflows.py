@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from durable import Engine, get_step_metadata, sleep, step, workflow
+from durable import Engine, get_step_metadata, sleep, start_child, step, workflow
 
 EFFECTS_DDL = (
     "CREATE TABLE IF NOT EXISTS effects (step_id TEXT PRIMARY KEY, n INTEGER NOT NULL)",
@@ -41,3 +41,11 @@ async def many_steps(count: int) -> int:
 async def sleeper(seconds: float) -> float:
     await sleep(seconds)
     return time.time()
+
+
+@workflow(name="crash.family")
+async def family(count: int) -> dict[str, object]:
+    """A parent whose child does the steps: the child's id and outcome live in the parent's journal."""
+    child = await start_child(many_steps, count)
+    total = await child.result()
+    return {"child": child.run_id, "total": total}

@@ -213,3 +213,33 @@ async def test_no_task_or_fd_leak_across_open_close(db_path: Path) -> None:
             assert engine.stats()["active_runs"] == 0
     assert fds() == baseline_fds
     assert len(asyncio.all_tasks()) == baseline_tasks
+
+
+class Returned:
+    """How many bodies of returns_at_once returned, and an event set when all did."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.all = asyncio.Event()
+
+
+returned = Returned()
+
+
+@workflow(name="basics.returns_at_once")
+async def returns_at_once(total: int) -> int:
+    returned.count += 1
+    if returned.count == total:
+        returned.all.set()
+    return total
+
+
+async def test_closing_while_runs_record_their_end_loses_nothing_and_logs_no_error(
+    db_path: Path, sql: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    returned.count, returned.all = 0, asyncio.Event()
+    async with Engine(db_path) as engine:
+        await asyncio.gather(*(engine.start(returns_at_once, 300) for _ in range(300)))
+        await returned.all.wait()  # every body returned; their final commits may still be queued
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
+    assert sql.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall() == [("completed", 300)]

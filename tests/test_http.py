@@ -242,6 +242,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "priceVersion",
         "current",
         "error",
+        "queuePosition",
     ]
     for name in ("createdAt", "startedAt", "completedAt"):
         assert ISO_MS.fullmatch(body[name]), body[name]
@@ -256,6 +257,7 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "priceVersion": 1,
         "current": 2,
         "error": None,
+        "queuePosition": None,
     }
 
 
@@ -278,6 +280,7 @@ async def test_status_of_a_running_run_has_null_completion(api: Api) -> None:
         "priceVersion": 1,
         "current": 1,
         "error": None,
+        "queuePosition": None,
     }
     await api.post("/api/cancel", {"runId": run_id})
 

@@ -5,12 +5,16 @@ import types
 import durable
 from durable import (
     CannotCancel,
+    ChildCancelled,
+    DatabaseLocked,
+    DuplicateWorkflow,
     DurableError,
     EngineClosed,
     FatalError,
     NonDeterminismError,
     RetryableError,
     RunCancelled,
+    RunConflict,
     RunFailed,
     RunNotFound,
     RunStatus,
@@ -24,6 +28,8 @@ def test_public_surface_is_pinned() -> None:
             "AttemptInfo",
             "CannotCancel",
             "CannotResume",
+            "ChildCancelled",
+            "ChildRun",
             "DatabaseLocked",
             "DuplicateWorkflow",
             "DurableError",
@@ -32,9 +38,11 @@ def test_public_surface_is_pinned() -> None:
             "FatalError",
             "NonDeterminismError",
             "OperationInfo",
+            "Queue",
             "RetryableError",
             "Run",
             "RunCancelled",
+            "RunConflict",
             "RunFailed",
             "RunInfo",
             "RunNotFound",
@@ -47,6 +55,7 @@ def test_public_surface_is_pinned() -> None:
             "StreamWriter",
             "WorkflowFunction",
             "WorkflowMetadata",
+            "WorkflowWithOptions",
             "get_resources",
             "get_step_metadata",
             "get_workflow_metadata",
@@ -56,6 +65,7 @@ def test_public_surface_is_pinned() -> None:
             "register_type",
             "serializable",
             "sleep",
+            "start_child",
             "step",
             "tune_gc",
             "workflow",
@@ -68,8 +78,22 @@ def test_public_surface_is_pinned() -> None:
 
 
 def test_error_tree() -> None:
-    for cls in (FatalError, RetryableError, StepFailed, RunFailed, RunNotFound, CannotCancel, NonDeterminismError, EngineClosed):
+    for cls in (
+        FatalError,
+        RetryableError,
+        StepFailed,
+        RunFailed,
+        ChildCancelled,
+        RunNotFound,
+        RunConflict,
+        CannotCancel,
+        NonDeterminismError,
+        EngineClosed,
+        DatabaseLocked,
+        DuplicateWorkflow,
+    ):
         assert issubclass(cls, DurableError)
+    assert not issubclass(ChildCancelled, RunCancelled)  # a child's cancellation is not the parent's
     assert issubclass(DurableError, Exception)
     assert issubclass(RunCancelled, BaseException)
     assert not issubclass(RunCancelled, Exception)
@@ -89,6 +113,15 @@ def test_error_messages_name_ids_and_remedy() -> None:
         " Check that your workflow is deterministic: the same input must call the same steps, sleeps and writes"
         " in the same order."
     )
+    assert str(RunConflict("r1", "a.first", "a.second")) == (
+        "Workflow run r1 already exists as a run of 'a.first', so it cannot be started as 'a.second': "
+        "use another run_id for this workflow."
+    )
+    assert str(RunCancelled("wrun_X")) == "Workflow run wrun_X was cancelled"
+    assert str(RunCancelled("wrun_X", "deadline of 2h passed at 2026-01-01T02:00:00.000Z")) == (
+        "Workflow run wrun_X was cancelled: deadline of 2h passed at 2026-01-01T02:00:00.000Z"
+    )
+    assert str(ChildCancelled("wrun_X.3", None)) == "Child workflow run wrun_X.3 was cancelled"
     failed = StepFailed("mod.charge", "ValueError", "bad card")
     assert (failed.step_name, failed.error_type, failed.message) == ("mod.charge", "ValueError", "bad card")
     assert str(failed) == "Step mod.charge failed: ValueError: bad card"
