@@ -224,49 +224,63 @@ class Journal:
     # -- statements: operating runs (resume, fork) ---------------------------------
 
     @staticmethod
-    def run_resumed(run_id: str, last_completed: int) -> list[Statement]:
-        """Continue a failed or cancelled run after its step at ``last_completed``.
+    def run_resumed(run_id: str) -> list[Statement]:
+        """Continue a failed or cancelled run after its last completed step.
 
         Kept: every completed step (with its failed tries) and what the body did up to
         that step. Dropped, so they run afresh: steps that failed for good or were
         between tries (their tries too: a fresh retry budget), and every operation and
         stream chunk after it (the body's failure or cancellation events among them).
-        Streams reopen; a replayed ``close()`` closes them again.
+        Children stay journaled (their ids are their parent's id and sequence number, so
+        none may start twice); one whose failure or cancellation the parent had received
+        is awaited again, and gives its outcome of now. Streams reopen; a replayed
+        ``close()`` closes them again. The deadline is spent: it counted from the start.
         """
+        last = "(SELECT COALESCE(MAX(seq), -1) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed')"
         return [
-            ("DELETE FROM ops WHERE run_id = ? AND (seq > ? OR state = 'failed')", (run_id, last_completed)),
+            (f"DELETE FROM ops WHERE run_id = ? AND kind != 'child' AND (seq > {last} OR state = 'failed')", (run_id, run_id)),
+            (
+                "UPDATE ops SET state = 'started', result = CAST(run_id || '~' || seq AS BLOB), completed_at = NULL"
+                " WHERE run_id = ? AND kind = 'child' AND state IN ('failed', 'cancelled')",
+                (run_id,),
+            ),
             (
                 "DELETE FROM attempts WHERE run_id = ? AND seq NOT IN"
                 " (SELECT seq FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed')",
                 (run_id, run_id),
             ),
-            ("DELETE FROM chunks WHERE run_id = ? AND seq > ?", (run_id, last_completed)),
+            (f"DELETE FROM chunks WHERE run_id = ? AND seq > {last}", (run_id, run_id)),
             ("DELETE FROM closed_streams WHERE run_id = ?", (run_id,)),
             (
                 "UPDATE runs SET status = CASE WHEN started_at IS NULL THEN 'pending' ELSE 'running' END,"
-                " completed_at = NULL, output = NULL, error = NULL, error_info = NULL, unwound = 1"
-                " WHERE run_id = ? AND status IN ('failed', 'cancelled')",
+                " completed_at = NULL, output = NULL, error = NULL, error_info = NULL, unwound = 1,"
+                " deadline = NULL, timeout = NULL WHERE run_id = ? AND status IN ('failed', 'cancelled')",
                 (run_id,),
             ),
         ]
 
     @staticmethod
-    def run_forked(source: str, run_id: str, from_seq: int, created_at: float) -> list[Statement]:
+    def run_forked(source: str, run_id: str, from_seq: int, created_at: float, queue_seq: int | None) -> list[Statement]:
         """A new pending run with the input of ``source`` and its journal before ``from_seq``.
 
+        It waits in the source's queue (with its key and priority) at ``queue_seq``; it
+        has no parent and no deadline. A child the source had started and not yet
+        heard back from is not copied: the fork starts a child of its own there.
         Chunks keep their order; their indexes are renumbered from 0 per namespace, so
         the copied streams have no gap where a later operation had written.
         """
         return [
             (
-                "INSERT INTO runs (run_id, workflow_name, input, status, created_at, forked_from, forked_at_seq)"
-                " SELECT ?, workflow_name, input, 'pending', ?, run_id, ? FROM runs WHERE run_id = ?",
-                (run_id, created_at, from_seq, source),
+                "INSERT INTO runs (run_id, workflow_name, input, status, created_at, forked_from, forked_at_seq,"
+                " queue, queue_key, priority, queue_seq)"
+                " SELECT ?, workflow_name, input, 'pending', ?, run_id, ?, queue, queue_key, priority,"
+                " CASE WHEN queue IS NULL THEN NULL ELSE ? END FROM runs WHERE run_id = ?",
+                (run_id, created_at, from_seq, queue_seq, source),
             ),
             (
                 "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned)"
                 " SELECT ?, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned"
-                " FROM ops WHERE run_id = ? AND seq < ?",
+                " FROM ops WHERE run_id = ? AND seq < ? AND NOT (kind = 'child' AND state = 'started')",
                 (run_id, source, from_seq),
             ),
             (
@@ -304,12 +318,20 @@ class Journal:
         row = await self._fetchone("SELECT status FROM runs WHERE run_id = ?", (run_id,))
         return None if row is None else str(row[0])
 
-    async def last_completed_step(self, run_id: str) -> int:
-        """The sequence number of the run's last completed step, -1 when none completed."""
-        row = await self._fetchone(
-            "SELECT COALESCE(MAX(seq), -1) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed'", (run_id,)
+    async def cancelled_with(self, run_id: str) -> list[tuple[str, str]]:
+        """Run id and workflow of every descendant that the cancellation of ``run_id`` cancelled."""
+        note = f"parent run {run_id} was cancelled"
+        rows = await self.fetchall(
+            f"{_DESCENDANTS} SELECT run_id, workflow_name FROM runs WHERE run_id IN (SELECT id FROM tree)"
+            " AND status = 'cancelled' AND substr(error, 1, ?) = ? ORDER BY created_at",
+            (run_id, len(note), note),
         )
-        return int(row[0]) if row else -1
+        return [(str(child), str(name)) for child, name in rows]
+
+    async def queue_of(self, run_id: str) -> str | None:
+        """The queue a run was started on, ``None`` for none (or no such run)."""
+        row = await self._fetchone("SELECT queue FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None or row[0] is None else str(row[0])
 
     async def workflow_of(self, run_id: str) -> str | None:
         """The workflow name of a run, ``None`` when there is no such run."""

@@ -27,17 +27,23 @@ class RunOperator:
         self._lock = asyncio.Lock()
 
     async def resume(self, run_id: str) -> RunStatus:
-        """Continue the run after its last completed step; the status it had (failed or cancelled)."""
+        """Continue the run after its last completed step; the status it had (failed or cancelled).
+
+        The descendants its cancellation cancelled continue with it, each after its own
+        last completed step, so a cancel and a resume leave the family as it was.
+        """
         async with self._lock:
             previous = await self._stopped_status(run_id)
             if previous not in _RESUMABLE:
                 raise CannotResume(run_id, f"its status is {previous.value}; only failed or cancelled runs can be resumed")
-            self._require_workflow(run_id, str((await self._runs.run_row(run_id))[1]))
             journal = self._runs.journal
-            last = await journal.last_completed_step(run_id)
-            await journal.commit(journal.run_resumed(run_id, last))
-            self._runs.forget_cancel(run_id)
-            await self._runs.resume([run_id])
+            family = [(run_id, str((await self._runs.run_row(run_id))[1])), *await journal.cancelled_with(run_id)]
+            for member, name in family:
+                self._require_workflow(member, name)
+            await journal.commit([statement for member, _ in family for statement in journal.run_resumed(member)])
+            for member, _ in family:
+                self._runs.forget_cancel(member)
+            await self._runs.resume([member for member, _ in family])
         return previous
 
     async def fork(self, run_id: str, from_seq: int) -> str:
@@ -47,9 +53,13 @@ class RunOperator:
         async with self._lock:
             row = await self._runs.run_row(run_id)
             self._require_workflow(run_id, str(row[1]))
-            fork_id = new_run_id()
             journal = self._runs.journal
-            await journal.commit(journal.run_forked(run_id, fork_id, from_seq, time.time()))
+            queue = await journal.queue_of(run_id)
+            if queue is not None:
+                self._runs.queues.check_declared(queue)  # the fork waits in the source's queue
+            fork_id = new_run_id()
+            queue_seq = None if queue is None else self._runs.queues.next_seq()
+            await journal.commit(journal.run_forked(run_id, fork_id, from_seq, time.time(), queue_seq))
             await self._runs.resume([fork_id])
         return fork_id
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from durable import FatalError, RetryableError, WorkflowFunction, get_step_metadata, get_writable, sleep, step, workflow
+from durable import (
+    FatalError,
+    RetryableError,
+    WorkflowFunction,
+    get_step_metadata,
+    get_writable,
+    sleep,
+    start_child,
+    step,
+    workflow,
+)
 
 
 def log_lines(gate: str) -> list[str]:
@@ -86,4 +96,19 @@ async def sleeper(gate: str, delay: str) -> str:
     return "woke"
 
 
-WORKFLOWS: list[WorkflowFunction[Any, Any]] = [pipeline, retrying, sleeper]
+@workflow(name="inspect.parent")
+async def parent(gate: str, delay: str) -> str:
+    """A step, then a child that sleeps ``delay``; returns what the child returned."""
+    await record(gate, 0)
+    child = await start_child(sleeper, gate, delay)
+    return f"child {await child.result()}"
+
+
+@workflow(name="inspect.charging_parent")
+async def charging_parent(gate: str) -> dict[str, object]:
+    """A child pipeline of one step and the guarded charge; returns what it returned."""
+    child = await start_child(pipeline, gate, 1)
+    return await child.result()
+
+
+WORKFLOWS: list[WorkflowFunction[Any, Any]] = [pipeline, retrying, sleeper, parent, charging_parent]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from harness import until
-from inspect_workflows import WORKFLOWS, lift, log_lines, pipeline, retrying, sleeper
+from inspect_workflows import WORKFLOWS, charging_parent, lift, log_lines, parent, pipeline, retrying, sleeper
 
-from durable import CannotResume, Engine, Run, RunNotFound, RunStatus
+from durable import CannotResume, Engine, Run, RunCancelled, RunFailed, RunNotFound, RunStatus
 
 
 @pytest.fixture
@@ -176,3 +176,66 @@ async def test_fork_renumbers_stream_chunks_and_checks_its_arguments(eng: Engine
         await eng.fork(run.run_id, -1)
     with pytest.raises(RunNotFound):
         await eng.fork("wrun_nope", 0)
+
+
+async def test_resume_brings_back_the_children_its_cancel_cancelled(eng: Engine, gate: str, sql: sqlite3.Connection) -> None:
+    run = await eng.start(parent, gate, "1s")
+    child_id = f"{run.run_id}~1"
+
+    def child_sleeps() -> bool:
+        return bool(sql.execute("SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'sleep'", (child_id,)).fetchone()[0] == 1)
+
+    await until(child_sleeps, what="the child to sleep")
+    assert await run.cancel() == RunStatus.RUNNING
+    assert await eng.get_run(child_id).status() == RunStatus.CANCELLED
+
+    assert await eng.resume_run(run.run_id) == RunStatus.CANCELLED
+    assert await run.result(timeout=10) == "child woke"
+    assert await eng.get_run(child_id).status() == RunStatus.COMPLETED
+    # Each ran its first step once; the child's sleep and last step ran after the resume.
+    assert log_lines(gate) == ["record 0 attempt 1", "record 0 attempt 1", "record 1 attempt 1"]
+
+
+async def test_resume_of_a_run_stopped_by_its_deadline_has_no_deadline_left(eng: Engine, gate: str) -> None:
+    run = await eng.start(sleeper.with_options(timeout="200ms"), gate, "400ms")
+    with pytest.raises(RunCancelled):
+        await run.result(timeout=10)
+    assert await eng.resume_run(run.run_id) == RunStatus.CANCELLED
+    assert await run.result(timeout=10) == "woke"
+
+
+async def test_fork_waits_in_the_source_queue_and_starts_its_own_child(eng: Engine, gate: str, sql: sqlite3.Connection) -> None:
+    eng.queue("inspect", concurrency=1)
+    source = await eng.start(parent.with_options(queue="inspect", queue_key="k"), gate, "1h")
+    child_id = f"{source.run_id}~1"
+
+    def child_sleeps() -> bool:
+        return bool(sql.execute("SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'sleep'", (child_id,)).fetchone()[0] == 1)
+
+    await until(child_sleeps, what="the child to sleep")
+    fork = await eng.fork(source.run_id, 2)  # the child is started (seq 1) but has not answered
+    assert sql.execute("SELECT queue, queue_key FROM runs WHERE run_id = ?", (fork.run_id,)).fetchone() == ("inspect", "k")
+    assert await fork.status() == RunStatus.PENDING  # the source holds the queue's one slot
+    await source.cancel()  # frees the slot: the fork starts, and starts a child of its own
+    await until(lambda: sql.execute("SELECT COUNT(*) FROM runs WHERE run_id = ?", (f"{fork.run_id}~1",)).fetchone()[0] == 1)
+    assert sql.execute("SELECT parent_run_id FROM runs WHERE run_id = ?", (f"{fork.run_id}~1",)).fetchone() == (fork.run_id,)
+    await fork.cancel()
+
+
+async def test_a_resumed_parent_awaits_its_failed_child_again(eng: Engine, gate: str) -> None:
+    run = await eng.start(charging_parent, gate)
+    with pytest.raises(RunFailed, match="card declined"):
+        await run.result(timeout=10)
+    child = eng.get_run(f"{run.run_id}~0")
+    assert await child.status() == RunStatus.FAILED
+    lift(gate)
+    # The child was not resumed: the parent receives its failure again.
+    assert await eng.resume_run(run.run_id) == RunStatus.FAILED
+    with pytest.raises(RunFailed, match="card declined"):
+        await run.result(timeout=10)
+    # Resumed, the child completes; resumed after it, the parent receives that.
+    assert await eng.resume_run(child.run_id) == RunStatus.FAILED
+    assert await child.result(timeout=10) == {"total": 0, "receipt": "charged"}
+    assert await eng.resume_run(run.run_id) == RunStatus.FAILED
+    assert await run.result(timeout=10) == {"total": 0, "receipt": "charged"}
+    assert log_lines(gate) == ["record 0 attempt 1", "guarded attempt 1", "guarded attempt 1"]
