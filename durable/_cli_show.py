@@ -130,6 +130,8 @@ def run_facts(detail: RunDetail, clock: Clock) -> list[str]:
         ("Completed", clock.time(run.completed_at)),
         ("Duration", span(run.started_at, run.completed_at)),
     ]
+    if run.parent_run_id is not None:
+        facts.append(("Parent", run.parent_run_id))
     if run.forked_from is not None:
         facts.append(("Forked from", f"{run.forked_from} at step {run.forked_at_seq}"))
     if detail.output is not None:

@@ -49,8 +49,13 @@ def summary_json(run: RunSummary) -> dict[str, Any]:
 
 
 def listed_json(run: RunSummary) -> dict[str, Any]:
-    """A row of the inspector's run list: the summary and where a fork came from."""
-    return {**summary_json(run), "forked_from": run.forked_from, "forked_at_seq": run.forked_at_seq}
+    """A row of the inspector's run list: the summary, where a fork came from, the parent of a child."""
+    return {
+        **summary_json(run),
+        "forked_from": run.forked_from,
+        "forked_at_seq": run.forked_at_seq,
+        "parent_run_id": run.parent_run_id,
+    }
 
 
 def operation_json(op: OperationInfo) -> dict[str, Any]:

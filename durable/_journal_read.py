@@ -34,7 +34,8 @@ T = TypeVar("T")
 READABLE_SINCE = 5
 MAX_PAGE = 1000
 
-_SUMMARY = "run_id, workflow_name, status, created_at, started_at, completed_at, error, forked_from, forked_at_seq"
+_SUMMARY = "run_id, workflow_name, status, created_at, started_at, completed_at, error, forked_from, forked_at_seq, parent_run_id"
+_SUMMARY_WIDTH = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class RunSummary:
     error: str | None
     forked_from: str | None
     forked_at_seq: int | None
+    parent_run_id: str | None
 
     @property
     def cursor(self) -> str:
@@ -206,9 +208,9 @@ class JournalReader:
         row = self._read(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         if row is None:
             return None
-        summary, data, output, info = _summary(row[:9]), bytes(row[9]), row[10], row[11]
+        summary, (data, output, info) = _summary(row[:_SUMMARY_WIDTH]), row[_SUMMARY_WIDTH:]
         error = ErrorInfo.stored(summary.error, None if info is None else bytes(info))
-        return RunDetail(summary, data, None if output is None else bytes(output), error)
+        return RunDetail(summary, bytes(data), None if output is None else bytes(output), error)
 
     def workflow_names(self) -> list[str]:
         """Every workflow name that has runs, sorted."""

@@ -82,6 +82,7 @@ async def test_run_list_pages_and_filters(inspector: Inspector) -> None:
         "error": None,
         "forked_from": None,
         "forked_at_seq": None,
+        "parent_run_id": None,
     }
     rest = await inspector.get(f"/runs.json?limit=2&after={first['next']}")
     assert ([row["run_id"] for row in rest["runs"]], rest["next"]) == ([infos[2].run_id], None)

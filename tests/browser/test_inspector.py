@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from harness import ServerFactory, ServerProcess
-from inspect_workflows import WORKFLOWS, pipeline, retrying
+from inspect_workflows import WORKFLOWS, charging_parent, pipeline, retrying
 from playwright.async_api import Browser, Page, expect
 
 from durable import Engine
@@ -216,12 +216,17 @@ async def test_cancel_resume_and_fork_with_confirmation(inspector: Panel) -> Non
     fork_id = page.url.rsplit("=", 1)[1]
     await expect(page.locator("#forked-from")).to_have_text(run_id)
     await expect(page.locator("#facts")).to_contain_text(f"{run_id} at step 2")
-    await expect(page.locator("#run-status")).to_have_text("running")
+    # Batches of one account queue one at a time: the fork waits for its source to stop.
+    await expect(page.locator("#run-status")).to_have_text("pending")
     forked = await inspector.api(f"/workflows/runs/{fork_id}.json")
     assert (forked["forked_from"], forked["forked_at_seq"], forked["workflow_name"]) == (run_id, 2, "invoices.batch")
-    assert [op["seq"] for op in forked["timeline"]][:2] == [0, 1]
-    for run in (run_id, fork_id):
-        await inspector.api_post(f"/workflows/runs/{run}/cancel", {})
+    assert [op["seq"] for op in forked["timeline"]] == [0, 1]  # the copied journal: invoice 1 and the sleep after it
+    await inspector.api_post(f"/workflows/runs/{run_id}/cancel", {})
+    await expect(page.locator("#run-status")).to_have_text("running")
+    await expect(page.locator("#timeline")).not_to_have_attribute("data-bars", "2")  # it goes on from invoice 2
+    await page.get_by_role("button", name="Cancel run").click()
+    await page.locator("#confirm-ok").click()
+    await expect(page.locator("#run-status")).to_have_text("cancelled")
 
 
 async def test_token_is_asked_for_once(browser: Browser, make_server: ServerFactory) -> None:
@@ -265,3 +270,26 @@ async def test_timeline_screenshot(inspector: Panel, seeded: Seeded, tmp_path: P
         await page.locator("#tooltip").evaluate("t => t.hidden = true")
         await page.locator('#timeline rect.bar[data-attempt="2"]').hover()
         await page.screenshot(path=str(ROOT / "docs" / "inspector.png"), full_page=False)
+
+
+async def test_a_child_bar_opens_the_child_run(browser: Browser, tmp_path: Path, make_server: ServerFactory) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    async with Engine(tmp_path / "invoices-0.db", workflows=WORKFLOWS) as engine:
+        run = await engine.start(charging_parent, str(gate))
+        with pytest.raises(Exception, match="card declined"):
+            await run.result(timeout=10)
+    server = make_server()
+    await server.start()
+    panel = await open_panel(browser, server, 1280, 900)
+    try:
+        page = panel.page
+        await goto(page, f"{server.base}/workflows/run?id={run.run_id}")
+        assert [(b["seq"], b["outcome"], b["fill"]) for b in await bars(page)] == [(0, "other", "#805ad5")]
+        await page.locator('#timeline rect.bar[data-kind="child"]').click()
+        await expect(page).to_have_url(re.compile(re.escape(f"run?id={run.run_id}~0") + "$"))
+        await expect(page.locator("#run-status")).to_have_text("failed")
+        await expect(page.locator("#parent-link")).to_have_text(run.run_id)
+        assert [(b["seq"], b["outcome"]) for b in await bars(page)] == [(0, "completed"), (2, "failed")]
+    finally:
+        await close_panel(panel)

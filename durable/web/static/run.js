@@ -31,6 +31,9 @@ function renderFacts(run) {
     fact("Duration", span(run.started_at, run.completed_at)),
     fact("Input", json({ args: run.args, kwargs: run.kwargs })),
   ];
+  if (run.parent_run_id) {
+    rows.push(fact("Parent", el("a", { href: `run?id=${encodeURIComponent(run.parent_run_id)}`, id: "parent-link" }, run.parent_run_id)));
+  }
   if (run.forked_from) {
     const link = el("a", { href: `run?id=${encodeURIComponent(run.forked_from)}`, id: "forked-from" }, run.forked_from);
     rows.push(fact("Forked from", link, ` at step ${run.forked_at_seq}`));
@@ -53,7 +56,9 @@ function renderFacts(run) {
 // ---------------------------------------------------------------- timeline
 
 function renderTimeline(run) {
-  const count = drawTimeline($("timeline"), $("tooltip"), run, Date.now());
+  const count = drawTimeline($("timeline"), $("tooltip"), run, Date.now(), (seq) => {
+    location.assign(`run?id=${encodeURIComponent(`${run.run_id}~${seq}`)}`); // a child's id: its parent's and its seq
+  });
   $("timeline").dataset.bars = String(count);
   const note = $("timeline-note");
   note.hidden = run.timeline.length > 0 && run.timeline.length <= MAX_OPS;

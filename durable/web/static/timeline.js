@@ -56,6 +56,7 @@ function tip(op, bar) {
   lines.push(`started ${localTime(new Date(bar.start).toISOString())} · ${humanize(bar.end - bar.start)}`);
   if (bar.wake) lines.push(`wakes ${localTime(new Date(bar.wake).toISOString())}`);
   if (bar.error) lines.push(bar.error);
+  if (op.kind === "child") lines.push(`child run ${op.status} · click to open it`);
   return lines.join("\n");
 }
 
@@ -95,8 +96,8 @@ function bindTooltip(node, tooltip, text) {
   node.addEventListener("blur", hide);
 }
 
-/** Draw ``run.timeline`` into ``svg``; ``now`` (ms) ends what has not ended. Returns the number of bars. */
-export function drawTimeline(svg, tooltip, run, now) {
+/** Draw ``run.timeline`` into ``svg``; ``now`` (ms) ends what has not ended; a child's bar opens it. Returns the number of bars. */
+export function drawTimeline(svg, tooltip, run, now, openChild) {
   const ops = run.timeline.slice(0, MAX_OPS);
   const end = ms(run.completed_at) ?? now;
   const rows = ops.map((op) => ({ op, ...operationBars(op, end) }));
@@ -126,6 +127,11 @@ export function drawTimeline(svg, tooltip, run, now) {
       const text = tip(op, bar);
       rect.setAttribute("aria-label", text.replaceAll("\n", "; "));
       bindTooltip(rect, tooltip, text);
+      if (op.kind === "child") {
+        rect.classList.add("link");
+        rect.addEventListener("click", () => openChild(op.seq));
+        rect.addEventListener("keydown", (event) => { if (event.key === "Enter") openChild(op.seq); });
+      }
       svg.append(rect);
       count += 1;
     }
