@@ -1,4 +1,4 @@
-"""Durable workflows on SQLite: steps, sleeps and streams that survive crashes and restarts."""
+"""Durable workflows on SQLite: steps, sleeps, streams and hooks that survive crashes and restarts."""
 
 from ._children import ChildRun, start_child
 from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_workflow_metadata
@@ -12,6 +12,9 @@ from ._errors import (
     DurableError,
     EngineClosed,
     FatalError,
+    HookConflict,
+    HookNotFound,
+    HookTimeout,
     NonDeterminismError,
     RetryableError,
     RunCancelled,
@@ -20,7 +23,10 @@ from ._errors import (
     RunNotFound,
     StepFailed,
 )
+from ._fetch import FetchResponse, fetch
 from ._gc import tune_gc
+from ._hook_registry import HookInfo
+from ._hooks import Hook, create_hook
 from ._models import AttemptInfo, OperationInfo, RunInfo, RunStatus
 from ._operations import StreamWriter, get_resources, get_writable, now, sleep
 from ._options import WorkflowWithOptions
@@ -29,7 +35,9 @@ from ._queues import Queue
 from ._registry import StepFunction, WorkflowFunction, step, workflow
 from ._serde import parse_duration
 from ._streams import StreamChunk
+from ._typed_hooks import HookDefinition, define_hook
 from ._values import register_type, serializable
+from ._webhooks import Webhook, WebhookRequest, WebhookResponse, create_webhook
 
 __all__ = [
     "AttemptInfo",
@@ -43,6 +51,13 @@ __all__ = [
     "Engine",
     "EngineClosed",
     "FatalError",
+    "FetchResponse",
+    "Hook",
+    "HookConflict",
+    "HookDefinition",
+    "HookInfo",
+    "HookNotFound",
+    "HookTimeout",
     "NonDeterminismError",
     "OperationInfo",
     "Queue",
@@ -60,9 +75,16 @@ __all__ = [
     "StreamChunk",
     "StreamReader",
     "StreamWriter",
+    "Webhook",
+    "WebhookRequest",
+    "WebhookResponse",
     "WorkflowFunction",
     "WorkflowMetadata",
     "WorkflowWithOptions",
+    "create_hook",
+    "create_webhook",
+    "define_hook",
+    "fetch",
     "get_resources",
     "get_step_metadata",
     "get_workflow_metadata",

@@ -6,12 +6,13 @@ import contextlib
 import enum
 import os
 import time
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._errors import EngineClosed, RunCancelled, RunFailed
+from ._errors import EngineClosed, HookNotFound, RunCancelled, RunFailed
+from ._hook_registry import HookInfo, hook_info
 from ._journal import Journal
 from ._lock import FileLock
 from ._models import OperationInfo, RunInfo, RunStatus, run_info
@@ -25,6 +26,7 @@ from ._streams import StreamChunk, StreamHub
 from ._supervisor import RunSupervisor
 from ._timeline import build_timeline
 from ._timers import TimerQueue
+from ._webhooks import DEFAULT_RESPONSE_TIMEOUT, WebhookResponse, resume_webhook
 
 
 class _State(enum.Enum):
@@ -87,6 +89,7 @@ class Engine:
             self._runs.queues.seq_floor(await self._journal.last_queue_seq())
             self._state = _State.OPENED
             self._runs.open = True
+            await self._runs.hooks.load()  # before the runs: their replays find their hooks
             await self._runs.resume(None)
         except BaseException:
             await self.close()
@@ -99,6 +102,7 @@ class Engine:
             return
         self._state = _State.CLOSED
         await self._runs.close()
+        self._runs.hooks.close()
         self._hub.close_all()
         self._timers.close()
         try:
@@ -180,6 +184,57 @@ class Engine:
         self._check_open()
         return await self._journal.fetchall(sql, params)
 
+    # -- hooks ----------------------------------------------------------------
+
+    async def resume_hook(self, token: str, payload: Any = None, *, idempotency_key: str | None = None) -> HookInfo:
+        """Send ``payload`` to the hook holding ``token``: committed before this returns.
+
+        A repeated ``idempotency_key`` stores nothing and returns the same ``HookInfo``
+        (also once the hook was released).
+        An unknown or released token raises ``HookNotFound`` and stores nothing.
+        """
+        self._check_open()
+        try:
+            entry = await self._runs.hooks.resume(token, "hook", payload, idempotency_key)
+        except HookNotFound:
+            # A retry of a request that got through, after the hook was released.
+            row = None if idempotency_key is None else await self._journal.hook_by_payload_key(token, idempotency_key)
+            if row is None:
+                raise
+            return hook_info(row)
+        return entry.info()
+
+    async def resume_webhook(
+        self,
+        token: str,
+        *,
+        method: str = "POST",
+        url: str = "",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = DEFAULT_RESPONSE_TIMEOUT,
+    ) -> WebhookResponse:
+        """Deliver an HTTP request to the webhook holding ``token``; the response to send back.
+
+        202 with an empty body, the webhook's static response, or for ``respond_with="manual"``
+        the workflow's (504 after ``timeout`` seconds without one).
+        """
+        self._check_open()
+        return await resume_webhook(self._runs.hooks, token, method, url, headers or {}, bytes(body), timeout)
+
+    async def get_hook_by_token(self, token: str) -> HookInfo:
+        """The active hook holding ``token``; ``HookNotFound`` if none does."""
+        self._check_open()
+        row = await self._journal.hook_by_token(token)
+        if row is None:
+            raise HookNotFound(token)
+        return hook_info(row)
+
+    async def list_hooks(self, run_id: str | None = None) -> list[HookInfo]:
+        """The active hooks, oldest first, optionally of one run."""
+        self._check_open()
+        return [hook_info(row) for row in await self._journal.list_hooks(run_id)]
+
     def stats(self) -> dict[str, int]:
         """Counts for leak checks and monitoring."""
         subscribers, queued = self._hub.stats()
@@ -193,6 +248,7 @@ class Engine:
             "stream_subscribers": subscribers,
             "queued_chunks": queued,
             "commits": self._journal.commits,
+            "active_hooks": len(self._runs.hooks),
         }
 
 

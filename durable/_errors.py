@@ -16,7 +16,10 @@ Tree::
     ├── DatabaseLocked          another engine holds the database file
     ├── UnreadableJournal       a file the inspector cannot read (missing, not a journal, other version)
     ├── DuplicateWorkflow       two different workflows registered under one name
-    └── EngineClosed            use of an engine that is not open
+    ├── EngineClosed            use of an engine that is not open
+    ├── HookConflict            a hook's token is held by another active hook (raised in the workflow)
+    ├── HookNotFound            no active hook has that token (raised by resume_hook)
+    └── HookTimeout             ``hook.wait(timeout=...)`` ended without a payload
     RunCancelled (BaseException) the run was cancelled
 """
 
@@ -167,6 +170,42 @@ class DuplicateWorkflow(DurableError):
 
 class EngineClosed(DurableError):
     """The engine is not open: open it first, and do not use it after close()."""
+
+
+def _shown(token: str) -> str:
+    return repr(token if len(token) <= 100 else token[:100] + "...")
+
+
+class HookConflict(DurableError):
+    """The token is held by an active hook (of ``run_id``): tokens are unique among active hooks."""
+
+    def __init__(self, token: str, run_id: str) -> None:
+        super().__init__(
+            f"Hook token {_shown(token)} is held by an active hook of workflow run {run_id}: "
+            "wait until that run ends or disposes its hook, or use another token."
+        )
+        self.token = token
+        self.run_id = run_id
+
+
+class HookNotFound(DurableError):
+    """No active hook has this token: never created, disposed, or its run has ended."""
+
+    def __init__(self, token: str, kind: str = "hook") -> None:
+        super().__init__(
+            f"No active {kind} has the token {_shown(token)}: it was never created, was disposed, or its run has ended."
+        )
+        self.token = token
+        self.kind = kind
+
+
+class HookTimeout(DurableError):
+    """``hook.wait(timeout=...)``: the durable timer fired before a payload arrived."""
+
+    def __init__(self, token: str, timeout: str) -> None:
+        super().__init__(f"Hook {_shown(token)} received no payload within {timeout}")
+        self.token = token
+        self.timeout = timeout
 
 
 class RunCancelled(BaseException):

@@ -21,11 +21,11 @@ import aiosqlite
 from ._errors import EngineClosed
 from ._failures import ErrorInfo
 from ._options import PLAIN, StartPlan
-from ._replay import Recorded, Replay, StoredRun
+from ._replay import Recorded, Replay, StoredRun, receive_name
 from ._schema import MIGRATIONS
 from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement, WriteOwner
 
-__all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Statement"]
+__all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Statement", "is_hook_released"]
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -56,6 +56,13 @@ _DESCENDANTS = (
     "WITH RECURSIVE tree(id) AS (SELECT run_id FROM runs WHERE parent_run_id = ?"
     " UNION SELECT r.run_id FROM runs r JOIN tree ON r.parent_run_id = tree.id)"
 )
+HOOK_COLUMNS = "token, run_id, seq, kind, metadata, respond_with, created_at"
+_HOOK_RELEASED = "durable: hook released"  # the message of the trigger that refuses a payload
+
+
+def is_hook_released(exc: BaseException) -> bool:
+    """Whether a payload's insert failed because its hook was released meanwhile."""
+    return isinstance(exc, sqlite3.IntegrityError) and _HOOK_RELEASED in str(exc)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -221,6 +228,78 @@ class Journal:
     def stream_closed(run_id: str, namespace: str, at: float) -> Statement:
         return ("INSERT OR IGNORE INTO closed_streams (run_id, namespace, closed_at) VALUES (?, ?, ?)", (run_id, namespace, at))
 
+    # -- statements: hooks -------------------------------------------------------
+
+    @staticmethod
+    def hook_created(
+        run_id: str,
+        seq: int,
+        label: str,
+        result: bytes,
+        token: str,
+        kind: str,
+        metadata: bytes,
+        respond_with: bytes | None,
+        at: float,
+    ) -> list[Statement]:
+        """The creation operation (``result`` tells the token) and the token's registration.
+
+        The unique index on active tokens refuses a token that another active hook holds.
+        """
+        return [
+            (_INSERT_OP, (run_id, seq, "hook", label, "created", result, None, at, at, None, 0)),
+            (
+                f"INSERT INTO hooks ({HOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token, run_id, seq, kind, metadata, respond_with, at),
+            ),
+        ]
+
+    @staticmethod
+    def hook_conflict(run_id: str, seq: int, label: str, result: bytes, at: float) -> Statement:
+        """A creation refused because another hook held the token: replays as the same HookConflict."""
+        return (_INSERT_OP, (run_id, seq, "hook", label, "conflict", result, None, at, at, None, 0))
+
+    @staticmethod
+    def hook_released(run_id: str, seq: int, at: float) -> Statement:
+        return ("UPDATE hooks SET released_at = ? WHERE run_id = ? AND seq = ? AND released_at IS NULL", (at, run_id, seq))
+
+    @staticmethod
+    def hook_payload(
+        run_id: str, seq: int, index: int, data: bytes, key: str | None, at: float, consumed_seq: int | None
+    ) -> Statement:
+        """A payload of the hook at (run, seq); ``consumed_seq`` when a waiting receive takes it at once."""
+        consumed_at = None if consumed_seq is None else at
+        return (
+            "INSERT INTO hook_payloads (run_id, seq, idx, payload, idempotency_key, received_at, consumed_seq, consumed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, seq, index, data, key, at, consumed_seq, consumed_at),
+        )
+
+    @staticmethod
+    def payload_consumed(run_id: str, seq: int, index: int, consumed_seq: int, at: float) -> Statement:
+        return (
+            "UPDATE hook_payloads SET consumed_seq = ?, consumed_at = ? WHERE run_id = ? AND seq = ? AND idx = ?",
+            (consumed_seq, at, run_id, seq, index),
+        )
+
+    @staticmethod
+    def payload_returned(run_id: str, seq: int, index: int, consumed_seq: int) -> Statement:
+        """The receive that took it was cancelled before the body got it: the payload is free again."""
+        return (
+            "UPDATE hook_payloads SET consumed_seq = NULL, consumed_at = NULL"
+            " WHERE run_id = ? AND seq = ? AND idx = ? AND consumed_seq = ?",
+            (run_id, seq, index, consumed_seq),
+        )
+
+    @staticmethod
+    def receive_started(run_id: str, seq: int, name: str, started: float, deadline: float) -> Statement:
+        """A receive with a timeout: its deadline is durable."""
+        return (_INSERT_OP, (run_id, seq, "receive", name, "waiting", None, None, started, None, deadline, 0))
+
+    @staticmethod
+    def receive_timed_out(run_id: str, seq: int, at: float) -> Statement:
+        return ("UPDATE ops SET state = 'timeout', completed_at = ? WHERE run_id = ? AND seq = ?", (at, run_id, seq))
+
     # -- statements: operating runs (resume, fork) ---------------------------------
 
     @staticmethod
@@ -379,6 +458,7 @@ class Journal:
             await self._load_ops(where, params, replays)
             await self._load_retries(where, params, replays)
             await self._load_chunks(where, params, replays)
+            await self._load_received(where, params, replays)
             for run_id, ns in await self.fetchall(
                 f"SELECT c.run_id, c.namespace FROM closed_streams c JOIN runs r ON r.run_id = c.run_id WHERE {where}", params
             ):
@@ -416,6 +496,59 @@ class Journal:
                 replay.ops[seq] = Recorded("write", ns, "completed")
             else:  # the part-th write of the step at seq
                 replay.step_parts[seq] = max(replay.step_parts.get(seq, 0), part + 1)
+
+    async def _load_received(self, where: str, params: tuple[Any, ...], replays: dict[str, Replay]) -> None:
+        """Hook payloads the body got, each as the outcome of the receive operation that took it."""
+        for run_id, seq, idx, payload, consumed_seq, consumed_at in await self.fetchall(
+            "SELECT p.run_id, p.seq, p.idx, p.payload, p.consumed_seq, p.consumed_at"
+            f" FROM hook_payloads p JOIN runs r ON r.run_id = p.run_id WHERE {where} AND p.consumed_seq IS NOT NULL",
+            params,
+        ):
+            replay = replays[run_id]
+            timed = replay.ops.get(consumed_seq)  # a receive with a timeout has a row of its own
+            wake_at = None if timed is None else timed.wake_at
+            rec = Recorded("receive", receive_name(seq), "completed", bytes(payload), wake_at, completed_at=consumed_at)
+            replay.ops[consumed_seq] = rec
+            replay.received[consumed_seq] = idx
+
+    # -- reads: hooks ---------------------------------------------------------------
+
+    async def active_hooks(self) -> list[tuple[Any, ...]]:
+        """``HOOK_COLUMNS`` of every active hook, oldest first."""
+        return await self.fetchall(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE released_at IS NULL ORDER BY created_at")
+
+    async def active_hook_payloads(self) -> list[tuple[Any, ...]]:
+        """``run_id, seq, idx, payload, idempotency_key, received_at`` of the payloads of active hooks, by index.
+
+        ``payload`` is ``None`` for those a receive took: only their index and key matter.
+        """
+        return await self.fetchall(
+            "SELECT p.run_id, p.seq, p.idx, CASE WHEN p.consumed_seq IS NULL THEN p.payload END,"
+            " p.idempotency_key, p.received_at"
+            " FROM hook_payloads p JOIN hooks h ON h.run_id = p.run_id AND h.seq = p.seq"
+            " WHERE h.released_at IS NULL ORDER BY p.run_id, p.seq, p.idx"
+        )
+
+    async def hook_by_token(self, token: str) -> tuple[Any, ...] | None:
+        """``HOOK_COLUMNS`` of the active hook holding ``token``."""
+        return await self._fetchone(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE token = ? AND released_at IS NULL", (token,))
+
+    async def hook_by_payload_key(self, token: str, key: str) -> tuple[Any, ...] | None:
+        """``HOOK_COLUMNS`` of the latest hook with ``token`` (active or not) holding a payload with idempotency ``key``."""
+        return await self._fetchone(
+            f"SELECT {', '.join('h.' + c for c in HOOK_COLUMNS.split(', '))} FROM hooks h"
+            " JOIN hook_payloads p ON p.run_id = h.run_id AND p.seq = h.seq"
+            " WHERE h.token = ? AND p.idempotency_key = ? ORDER BY h.created_at DESC LIMIT 1",
+            (token, key),
+        )
+
+    async def list_hooks(self, run_id: str | None) -> list[tuple[Any, ...]]:
+        """``HOOK_COLUMNS`` of the active hooks (of one run), oldest first."""
+        if run_id is None:
+            return await self.active_hooks()
+        return await self.fetchall(
+            f"SELECT {HOOK_COLUMNS} FROM hooks WHERE run_id = ? AND released_at IS NULL ORDER BY seq", (run_id,)
+        )
 
     # -- reads: streams -------------------------------------------------------------
 

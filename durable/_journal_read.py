@@ -275,7 +275,7 @@ class JournalReader:
     # -- hooks ----------------------------------------------------------------------
 
     def hooks(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Rows of the ``hooks`` table (of one run), as column -> value; ``[]`` where the table does not exist."""
+        """Active hooks (of one run) as column -> value, oldest first; ``[]`` where the table does not exist."""
         return self._read(lambda conn: _hook_rows(conn, run_id))
 
 
@@ -283,7 +283,10 @@ def _hook_rows(conn: sqlite3.Connection, run_id: str | None) -> list[dict[str, A
     columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(hooks)")]
     if not columns or (run_id is not None and "run_id" not in columns):
         return []  # a journal from before hooks existed
-    where, params = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+    clauses, params = (["run_id = ?"], [run_id]) if run_id is not None else ([], [])
+    if "released_at" in columns:
+        clauses.append("released_at IS NULL")  # only hooks that can still take a payload
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     order = "ORDER BY created_at" if "created_at" in columns else ""
     cursor = conn.execute(f"SELECT * FROM hooks {where} {order} LIMIT ?", (*params, MAX_PAGE))
     names = [str(d[0]) for d in cursor.description]

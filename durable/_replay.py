@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from ._options import PLAIN, StartPlan
 
 
+def receive_name(hook_seq: int) -> str:
+    """The journal's name of an operation receiving a payload of the hook created at ``hook_seq``."""
+    return f"hook {hook_seq}"
+
+
 @dataclass(slots=True)
 class Recorded:
     """What the journal holds at one sequence number of a run."""
@@ -27,6 +32,8 @@ class Recorded:
             return self.completed_at
         if self.kind == "sleep" and self.wake_at is not None and self.wake_at <= now:
             return self.wake_at
+        if self.kind == "receive" and self.state in ("completed", "timeout"):
+            return self.completed_at  # a hook payload the body got, or its wait's timeout
         return None
 
 
@@ -38,6 +45,7 @@ class Replay:
     chunk_next: dict[str, int] = field(default_factory=dict)
     step_parts: dict[int, int] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
+    received: dict[int, int] = field(default_factory=dict)  # receive seq -> index of the hook payload it got
 
     def delivery_order(self, now: float) -> list[int]:
         """Sequence numbers of the recorded results, in the order they completed live."""

@@ -34,6 +34,7 @@ from ._values import decode, decode_call, encode, encode_call
 
 if TYPE_CHECKING:
     from ._children import ChildRun
+    from ._hook_registry import HookRegistry
     from ._registry import StepFunction, WorkflowFunction
 
 log = logging.getLogger("durable")
@@ -47,6 +48,7 @@ class RunHost(Protocol):
     journal: Journal
     timers: TimerQueue
     hub: StreamHub
+    hooks: HookRegistry
     resources: Any
 
     def run_stopped(self, run: RunContext) -> None:
@@ -109,6 +111,7 @@ class RunContext:
         self.step_parts = replay.step_parts
         self.closed_here: set[str] = set()  # closed by this execution: writing to them is an error
         self.closed_committed = replay.closed  # closed in the journal: their readers end
+        self.received = replay.received  # hook payloads (their index) by the receive that got them
         self.next_seq = 0
         self.passed_steps: dict[str, StepFunction[Any, Any]] = {}  # steps passed as values, by name
         # The run's deterministic clock: its start, then the completion time of each
@@ -124,6 +127,7 @@ class RunContext:
         self.waits: set[asyncio.Future[None]] = set()
         self._prune_waits_at = 8
         self._stop_waiters: list[asyncio.Future[None]] = []
+        self._write_refused = False
 
     def __repr__(self) -> str:
         return f"<run {self.run_id}>"
@@ -208,7 +212,10 @@ class RunContext:
     def accepts_writes(self) -> bool:
         """False once a write failed: writes queued behind it must not land (they would
         leave the journal with a later write and not an earlier one)."""
-        return self.phase is not Phase.FAULTED
+        return not self._write_refused and self.phase is not Phase.FAULTED
+
+    def write_failed(self) -> None:
+        self._write_refused = True  # set on the writer thread, before the loop hears of it
 
     def _commit_failed(self, exc: BaseException) -> None:
         if self.phase.stopped:
@@ -241,12 +248,19 @@ class RunContext:
     async def _drive(self) -> None:
         current_run.set(self)
         try:
-            outcome = await self._run_body()
-        except asyncio.CancelledError:
-            if self.phase is Phase.DETACHED:
-                raise
-            outcome = None  # a fault stopped it, or cancel() stopped a body that outlived its grace
-        await self._conclude(outcome)
+            try:
+                outcome = await self._run_body()
+            except asyncio.CancelledError:
+                if self.phase is Phase.DETACHED:
+                    raise
+                outcome = None  # a fault stopped it, or cancel() stopped a body that outlived its grace
+            await self._conclude(outcome)
+        finally:
+            # The task's context points at this run and the run at its task: break the
+            # cycle, so a finished run is freed by reference counting, not by a full
+            # collection that would stall the loop.
+            current_run.set(None)
+            self.task = None
 
     async def _run_body(self) -> Outcome:
         """Execute the workflow function to its end; what it ended with."""

@@ -99,6 +99,56 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_children ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
     CREATE INDEX runs_queue_seq ON runs (queue_seq) WHERE queue_seq IS NOT NULL;
     """,
+    # Hooks (create_hook / create_webhook): a token is unique among active hooks, and
+    # every hook of a run is released in the transaction that gives the run its final
+    # status, whichever code path commits it. Payloads are numbered per hook in arrival
+    # order; ``consumed_seq`` is the receive operation of the workflow that got one.
+    """
+    CREATE TABLE hooks (
+        run_id       TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        token        TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        metadata     BLOB NOT NULL,
+        respond_with BLOB,
+        created_at   REAL NOT NULL,
+        released_at  REAL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX hooks_active_token ON hooks (token) WHERE released_at IS NULL;
+    CREATE INDEX hooks_active_by_run ON hooks (run_id) WHERE released_at IS NULL;
+    CREATE INDEX hooks_by_token ON hooks (token, created_at);
+
+    CREATE TABLE hook_payloads (
+        run_id          TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        idx             INTEGER NOT NULL,
+        payload         BLOB NOT NULL,
+        idempotency_key TEXT,
+        received_at     REAL NOT NULL,
+        consumed_seq    INTEGER,
+        consumed_at     REAL,
+        PRIMARY KEY (run_id, seq, idx)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX hook_payloads_key ON hook_payloads (run_id, seq, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE UNIQUE INDEX hook_payloads_consumed ON hook_payloads (run_id, consumed_seq)
+        WHERE consumed_seq IS NOT NULL;
+
+    CREATE TRIGGER hooks_released_with_run AFTER UPDATE OF status ON runs
+        WHEN NEW.status IN ('completed', 'failed', 'cancelled')
+    BEGIN
+        UPDATE hooks SET released_at = COALESCE(NEW.completed_at, (julianday('now') - 2440587.5) * 86400.0)
+            WHERE run_id = NEW.run_id AND released_at IS NULL;
+    END;
+
+    -- A payload racing its hook's release is refused, never stored for a released hook.
+    CREATE TRIGGER hook_payloads_need_active_hook BEFORE INSERT ON hook_payloads
+        WHEN NOT EXISTS (SELECT 1 FROM hooks WHERE run_id = NEW.run_id AND seq = NEW.seq AND released_at IS NULL)
+    BEGIN
+        SELECT RAISE(ABORT, 'durable: hook released');
+    END;
+    """,
     # Inspecting and operating runs (issue 14): a fork records the run and the sequence
     # number it was copied from; the run list filters by workflow, newest first.
     """

@@ -19,6 +19,7 @@ from ._children import ChildRun, Family
 from ._deadlines import Deadline, Deadlines
 from ._errors import CannotCancel, EngineClosed, RunNotFound
 from ._failures import ErrorInfo
+from ._hook_registry import HookRegistry
 from ._journal import Journal, Statement
 from ._models import RunStatus
 from ._options import StartPlan
@@ -87,6 +88,11 @@ class RunSupervisor:
         self.family = Family()
         self.starter = RunStarter(self)
         self._expiring: set[asyncio.Task[None]] = set()  # cancels of runs whose deadline passed
+        self.hooks = HookRegistry(journal, self._run_is_over)
+
+    def _run_is_over(self, run_id: str) -> bool:
+        run = self.active.get(run_id)
+        return run is not None and run.status.is_terminal
 
     # -- RunHost --------------------------------------------------------------
 
@@ -98,6 +104,7 @@ class RunSupervisor:
         if run.phase is Phase.ENDED:
             self.deadlines.disarm(run_id)
             self.family.forget(run_id)
+            self.hooks.release_run(run_id)  # the journal released them with the final status
             if self._faults.backoff:
                 self._faults.backoff.pop(run_id, None)
             if self._waiters:
@@ -343,6 +350,7 @@ class RunSupervisor:
         # From here on a resume that read the run before this commit still registers
         # it as cancelled: the set is checked when it registers.
         self._cancelled_inactive.add(run_id)
+        self.hooks.release_run(run_id)  # the status commit releases them in the journal
         try:
             await self._commit_cancel(
                 run_id,

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +56,9 @@ class WriteOwner(Protocol):
 
     @property
     def accepts_writes(self) -> bool: ...
+
+    def write_failed(self) -> None:
+        """Called on the writer thread when a write of this owner failed."""
 
 
 class OwnerStopped(Exception):
@@ -183,53 +188,51 @@ class _Connection:
 
 
 class GroupCommitWriter:
-    """Owns the writer thread, its connection and the task that feeds it batches."""
+    """Owns the writer thread and its connection.
+
+    The thread takes every write queued since its last commit, commits them as one
+    batch, hands the outcomes to the event loop and goes on with the next batch at
+    once: it never waits for the loop to acknowledge, so a busy loop does not slow
+    the commits down, and writes keep their order end to end.
+    """
 
     def __init__(self, path: Path, synchronous: str) -> None:
         self._path = path
         self._synchronous = synchronous
-        self._executor: ThreadPoolExecutor | None = None
-        self._connection: _Connection | None = None
-        self._queue: list[_Write] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._inbox: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ended: asyncio.Future[None] | None = None
+        self._deliveries: deque[tuple[list[_Write], list[BaseException | None], int]] = deque()
+        self._draining = False
+        self._accepting = False
         self.commits = 0
 
     async def open(self, migrate: Callable[[sqlite3.Connection], None]) -> None:
-        """Connect on the writer thread, run ``migrate`` there, then accept writes."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="durable-writer")
+        """Connect and run ``migrate`` off the loop, then start the writer thread."""
+        conn = await asyncio.to_thread(connect, self._path, self._synchronous)
         try:
-            conn = await self._call(connect, self._path, self._synchronous)
-            self._connection = _Connection(conn)
-            await self._call(migrate, conn)
+            await asyncio.to_thread(migrate, conn)
         except BaseException:
-            await self._close_connection()
+            conn.close()
             raise
-        self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="durable-journal-writer")
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._loop = asyncio.get_running_loop()
+        self._ended = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(_Connection(conn),), name="durable-writer", daemon=True)
+        self._thread.start()
+        self._accepting = True
 
     async def close(self) -> None:
-        """Commit what was submitted, then close the connection and the thread. Idempotent."""
-        self._closing = True
-        if self._task is not None:
-            self._wake.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._close_connection()
-
-    async def _close_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(sqlite3.Error):
-                await self._call(connection.conn.close)
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
+        """Commit what was submitted, acknowledge it, then stop the thread and close the connection. Idempotent."""
+        self._accepting = False
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._inbox.put(None)
+        assert self._ended is not None
+        await asyncio.shield(self._ended)
+        self._drain(limit=None)
+        thread.join()
 
     # -- submitting -------------------------------------------------------------
 
@@ -257,46 +260,106 @@ class GroupCommitWriter:
         self._enqueue(_Write(statements, None, on_commit, on_failure, owner))
 
     def _enqueue(self, write: _Write) -> None:
-        if self._task is None or self._task.done() or self._closing:
+        if not self._accepting:
             raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
-        self._queue.append(write)
-        self._wake.set()
+        self._inbox.put(write)
 
-    # -- the loop -----------------------------------------------------------------
+    # -- the writer thread ----------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        while self._queue or not self._closing:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, self._queue = self._queue, []
-            for write in batch:
-                if write.owner is not None and not write.owner.accepts_writes:
-                    # Queued before its run faulted: it must not land after the failed one.
-                    _refuse(write, OwnerStopped(f"{write.owner!r} stopped after a failed write"))
-            await self._commit([write for write in batch if write.owner is None or write.owner.accepts_writes])
-
-    async def _commit(self, batch: list[_Write]) -> None:
-        connection = self._connection
-        assert connection is not None
+    def _run(self, connection: _Connection) -> None:
         try:
-            outcomes: list[BaseException | None] = await self._call(connection.commit_batch, batch)
+            while self._commit_next(connection):
+                pass
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                connection.conn.close()
+            self._to_loop(self._thread_ended)
+
+    def _commit_next(self, connection: _Connection) -> bool:
+        """Commit everything queued (waiting for a first write); whether to go on."""
+        first = self._inbox.get()
+        batch: list[_Write] = [] if first is None else [first]
+        going_on = first is not None
+        while True:
+            try:
+                more = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                going_on = False
+            else:
+                batch.append(more)
+        if batch:
+            self._to_loop(self._delivered, batch, self._outcomes(connection, batch))
+        return going_on
+
+    @staticmethod
+    def _outcomes(connection: _Connection, batch: list[_Write]) -> list[BaseException | None]:
+        # Writes of an owner whose earlier write failed are refused here, in the thread,
+        # so none lands after the failed one even before the loop hears of the failure.
+        outcomes: list[BaseException | None] = [None] * len(batch)
+        accepted = []
+        for i, write in enumerate(batch):
+            if write.owner is not None and not write.owner.accepts_writes:
+                outcomes[i] = OwnerStopped(f"{write.owner!r} stopped after a failed write")
+            else:
+                accepted.append(i)
+        try:
+            results = connection.commit_batch([batch[i] for i in accepted])
         except Exception as exc:  # the database as a whole refused: locked, read-only, full
-            # The writer outlives any error: every later write depends on it.
-            outcomes = [exc] * len(batch)
+            results = [exc] * len(accepted)
+        for i, result in zip(accepted, results, strict=True):
+            outcomes[i] = result
+            owner = batch[i].owner
+            if result is not None and owner is not None:
+                owner.write_failed()
+        return outcomes
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- back on the loop -------------------------------------------------------------
+
+    def _thread_ended(self) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _delivered(self, batch: list[_Write], outcomes: list[BaseException | None]) -> None:
         if any(outcome is None for outcome in outcomes):
             self.commits += 1
-        for start in range(0, len(batch), RESOLVE_SLICE):
-            if start:
-                # A big batch's callbacks (runs ending, sleeps arming) are not urgent:
-                # let due timers and the runs they wake go between slices.
-                await asyncio.sleep(0)
-            for write, outcome in zip(batch[start : start + RESOLVE_SLICE], outcomes[start : start + RESOLVE_SLICE], strict=True):
-                if outcome is None:
-                    _acknowledge(write)
-                else:
-                    _refuse(write, outcome)
+        self._deliveries.append((batch, outcomes, 0))
+        if not self._draining:
+            self._drain(RESOLVE_SLICE)
+
+    def _drain(self, limit: int | None) -> None:
+        """Acknowledge up to ``limit`` writes, in order; the rest in a later loop step.
+
+        A big batch's callbacks (runs ending, sleeps arming) are not urgent: due
+        timers and the runs they wake go between two slices.
+        """
+        budget = limit
+        while self._deliveries and (budget is None or budget > 0):
+            batch, outcomes, start = self._deliveries.popleft()
+            end = len(batch) if budget is None else min(len(batch), start + budget)
+            _settle_writes(batch[start:end], outcomes[start:end])
+            if budget is not None:
+                budget -= end - start
+            if end < len(batch):
+                self._deliveries.appendleft((batch, outcomes, end))
+        self._draining = bool(self._deliveries)
+        if self._draining:
+            assert self._loop is not None
+            self._loop.call_soon(self._drain, RESOLVE_SLICE)
+
+
+def _settle_writes(writes: list[_Write], outcomes: list[BaseException | None]) -> None:
+    for write, outcome in zip(writes, outcomes, strict=True):
+        if outcome is None:
+            _acknowledge(write)
+        else:
+            _refuse(write, outcome)
 
 
 def _acknowledge(write: _Write) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from durable import Engine
-from durable.web import add_inspector
+from durable.web import WEBHOOK_PREFIX, add_inspector, make_app, make_webhook_app
 
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
@@ -43,9 +43,11 @@ def create_app(
 
     ``host`` is the address the server binds to: when it is loopback, requests
     for any other host name are refused (DNS rebinding). ``token``, when set,
-    is required on every ``/api/`` route and on the inspector's data routes under
-    ``/workflows/`` (its pages and files load without it). The engine opens when the app starts
-    and closes when it is cleaned up; open SSE responses end at shutdown.
+    is required on every ``/api/`` and ``/workflows/`` route but the run inspector's
+    pages and their files (which ask for it). The engine opens when the app starts and
+    closes when it is cleaned up; open SSE responses end at shutdown. Webhooks are
+    served at the root (``/.well-known/workflow/v1/webhook/{token}``), hooks at
+    ``/workflows/hooks/{token}``, the run inspector at ``/workflows/``.
     """
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
@@ -59,22 +61,23 @@ def create_app(
     hub = SseHub(keepalive=sse_keepalive, write_timeout=sse_write_timeout)
     app[hub_key] = hub
     app.add_routes(routes)
-    # The run inspector, before the catch-all file route; it finds the engine under
-    # engine_key once engine_lifetime has opened it.
-    inspector = web.Application()
-    add_inspector(inspector, engine_key)
-    app.router.add_get("/workflows", _to_inspector)  # before the sub-app, which claims its bare prefix too
-    app.add_subapp("/workflows/", inspector)
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
+    engine = Engine(db_path, workflows=[generate_invoices])
+    # One batch per account at a time, in start order: invoice numbers follow batch order.
+    engine.queue(BILLING_QUEUE, per_key_concurrency=1)
+    store = InvoiceStore(engine)
+    engine.resources = store  # before opening: opening resumes unfinished runs
+    # The engine's routes: hooks under the API's token and Origin rules, webhooks at the
+    # root with their unguessable token as the only credential.
+    workflows = make_app(engine, max_body_bytes=MAX_BODY_BYTES)
+    add_inspector(workflows, engine)  # the run inspector: pages, JSON, cancel/resume/fork
+    app.router.add_get("/workflows", _to_inspector)  # before the sub-app, which claims its bare prefix too
+    app.add_subapp("/workflows/", workflows)
+    app.add_subapp(WEBHOOK_PREFIX, make_webhook_app(engine, max_body_bytes=MAX_BODY_BYTES))
 
     @asynccontextmanager
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
-        engine = Engine(db_path, workflows=[generate_invoices])
-        # One batch per account at a time, in start order: invoice numbers follow batch order.
-        engine.queue(BILLING_QUEUE, per_key_concurrency=1)
-        store = InvoiceStore(engine)
-        engine.resources = store  # before opening: opening resumes unfinished runs
         async with engine:
             await store.create_schema()
             app[engine_key] = engine

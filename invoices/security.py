@@ -14,11 +14,14 @@ reading data:
   ``Content-Type: application/json`` on POST (415, checked where the body is
   read) also rules out the "simple" cross-site form posts that skip CORS
   preflight.
-- **Optional bearer token** (``token_guard``): every ``/api/`` route, and every
-  route of the run inspector under ``/workflows/`` but its pages and their
-  files, requires ``Authorization: Bearer <token>``; the event streams
-  (``GET /api/stream/...``, ``GET /workflows/runs/<id>/stream``) also take
-  ``?token=`` because ``EventSource`` cannot send headers.
+- **Optional bearer token** (``token_guard``): every ``/api/`` and ``/workflows/``
+  route requires ``Authorization: Bearer <token>``, but the run inspector's pages
+  and their files (they ask for it); the event streams (``GET /api/stream/...``,
+  ``GET /workflows/runs/<id>/stream``) also take ``?token=`` because
+  ``EventSource`` cannot send headers.
+- **Webhooks** (``/.well-known/workflow/v1/webhook/{token}``) are called by other
+  systems: their unguessable token is their credential, so neither the bearer
+  token nor the Origin rule applies to them. The Host rule does.
 - **Security headers** (``add_security_headers``) on every response: a CSP
   without inline script, ``nosniff``, no referrer, no framing.
 """
@@ -56,6 +59,8 @@ SECURITY_HEADERS: dict[str, str] = {
 }
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_GUARDED_PREFIXES = ("/api/", "/workflows/")  # what the bearer token protects
+WEBHOOK_PREFIX = "/.well-known/workflow/v1/webhook/"  # credential: the webhook's own token
 
 
 def _is_loopback_name(name: str) -> bool:
@@ -130,11 +135,9 @@ _INSPECTOR_PAGES = frozenset({INSPECTOR, INSPECTOR + "run"})
 
 
 def needs_token(request: web.Request) -> bool:
-    """The API, and the inspector's data and commands; not the pages and files that ask for the token."""
+    """The API and the engine's routes; not the inspector's pages and files, which ask for the token."""
     path = request.path
-    if path.startswith("/api/"):
-        return True
-    if not path.startswith(INSPECTOR):
+    if not path.startswith(_GUARDED_PREFIXES):
         return False
     public = path in _INSPECTOR_PAGES or path.startswith(INSPECTOR + "static/")
     return not (public and request.method in ("GET", "HEAD"))
@@ -145,7 +148,7 @@ def _is_event_stream(path: str) -> bool:
 
 
 def token_guard(token: str | None) -> Middleware:
-    """401 for API and inspector requests without the bearer token, when one is configured."""
+    """401 for ``/api/`` and ``/workflows/`` requests without the bearer token, when one is configured."""
     expected = token.encode("utf-8") if token else None
 
     @web.middleware
@@ -169,8 +172,8 @@ def token_guard(token: str | None) -> Middleware:
 
 @web.middleware
 async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """403 for a state-changing request sent by another site's page."""
-    if request.method not in _SAFE_METHODS:
+    """403 for a state-changing request sent by another site's page (webhooks excepted)."""
+    if request.method not in _SAFE_METHODS and not request.path.startswith(WEBHOOK_PREFIX):
         origin = request.headers.get("Origin")
         own = f"{request.scheme}://{request.headers.get('Host', '')}".lower()
         if origin is not None and origin.strip().lower() != own:

@@ -212,16 +212,20 @@ def _product(value: Any, index: int) -> Product:
     )
 
 
-def _products(body: dict[str, Any], required_skus: Iterable[str]) -> tuple[Product, ...]:
+def _product_list(body: dict[str, Any]) -> list[Any]:
     value = body.get("products", _MISSING)
     if value is _MISSING:
         raise ValidationError("products is required: a list of {sku, description, unitPriceCents}")
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_PRODUCTS:
         shown = f"{len(value)} products" if isinstance(value, list) else _show(value)
         raise ValidationError(f"products must be a list of 1 to {MAX_PRODUCTS} products, got {shown}")
+    return value
+
+
+def _products(body: dict[str, Any], required_skus: Iterable[str]) -> tuple[Product, ...]:
     products: list[Product] = []
     first_at: dict[str, int] = {}
-    for index, entry in enumerate(value):
+    for index, entry in enumerate(_product_list(body)):
         product = _product(entry, index)
         if product.sku in first_at:
             raise ValidationError(

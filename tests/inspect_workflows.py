@@ -14,6 +14,7 @@ from durable import (
     FatalError,
     RetryableError,
     WorkflowFunction,
+    create_hook,
     get_step_metadata,
     get_writable,
     sleep,
@@ -111,4 +112,12 @@ async def charging_parent(gate: str) -> dict[str, object]:
     return await child.result()
 
 
-WORKFLOWS: list[WorkflowFunction[Any, Any]] = [pipeline, retrying, sleeper, parent, charging_parent]
+@workflow(name="inspect.reviewed")
+async def reviewed(gate: str, doc: str) -> object:
+    """A step, then a hook ``review:<doc>``; returns its first payload."""
+    await record(gate, 0)
+    hook = create_hook(token=f"review:{doc}", metadata={"doc": doc})
+    return await hook
+
+
+WORKFLOWS: list[WorkflowFunction[Any, Any]] = [pipeline, retrying, sleeper, parent, charging_parent, reviewed]

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 from harness import ROOT, TESTS, ServerFactory, ServerProcess, client_session, until
-from inspect_workflows import WORKFLOWS, lift, pipeline, retrying, sleeper
+from inspect_workflows import WORKFLOWS, lift, pipeline, retrying, reviewed, sleeper
 
 from durable import AttemptInfo, Engine, OperationInfo, RunInfo, RunStatus
 
@@ -360,30 +360,35 @@ async def test_reading_works_and_changes_go_through_the_server(server: ServerPro
     assert RunStatus(status_of(server.db, run_id)) is RunStatus.CANCELLED
 
 
-async def test_inspect_hooks_reads_a_hooks_table_when_there_is_one(journal: Journal) -> None:
-    # The hooks table comes with hooks (DESIGN.md section 5); the reader takes whatever columns it has.
-    with sqlite3.connect(journal.db) as conn:
-        conn.execute("CREATE TABLE hooks (token TEXT PRIMARY KEY, run_id TEXT, kind TEXT, metadata BLOB, created_at REAL)")
-        conn.execute(
-            "INSERT INTO hooks VALUES (?, ?, 'hook', ?, ?)",
-            ("review:d1", journal.sleeping.run_id, b'{"doc":"d1"}', 1796155200.25),
-        )
-    listed = await cli("--db", str(journal.db), "inspect", "hooks", "--json")
+async def test_inspect_hooks_lists_the_hooks_runs_wait_on(tmp_path: Path) -> None:
+    db, gate = tmp_path / "hooks.db", str(tmp_path / "gate")
+    async with Engine(db, workflows=WORKFLOWS) as engine:
+        run = await engine.start(reviewed, gate, "d1")
+
+        async def hooked() -> bool:
+            return len(await engine.list_hooks(run.run_id)) == 1
+
+        await until(hooked, what="the hook")
+        created = iso((await engine.get_hook_by_token("review:d1")).created_at)
+    assert created is not None
+    listed = await cli("--db", str(db), "inspect", "hooks", "--json")
     assert listed.json() == [
         {
+            "run_id": run.run_id,
+            "seq": 1,
             "token": "review:d1",
-            "run_id": journal.sleeping.run_id,
             "kind": "hook",
             "metadata": {"doc": "d1"},
-            "created_at": "2026-12-01T20:00:00.250Z",
+            "respond_with": None,
+            "created_at": created,
+            "released_at": None,
         }
     ]
-    table = await cli("--db", str(journal.db), "inspect", "hooks", "--run", journal.sleeping.run_id, "--utc")
+    table = await cli("--db", str(db), "inspect", "hooks", "--run", run.run_id, "--utc")
     assert [cells(line) for line in table.lines] == [
         ["TOKEN", "RUN", "KIND", "CREATED", "METADATA"],
-        ["review:d1", journal.sleeping.run_id, "hook", "2026-12-01 20:00:00.250Z", '{"doc":"d1"}'],
+        ["review:d1", run.run_id, "hook", created.replace("T", " "), '{"doc":"d1"}'],
     ]
-    assert (await cli("--db", str(journal.db), "inspect", "hooks", "--run", journal.failed.run_id, "--json")).json() == []
 
 
 async def test_follow_a_stream_the_server_is_writing(server: ServerProcess) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sqlite3
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from durable import (
     RunStatus,
     get_step_metadata,
     get_workflow_metadata,
+    sleep,
     step,
     workflow,
 )
@@ -243,3 +245,30 @@ async def test_closing_while_runs_record_their_end_loses_nothing_and_logs_no_err
         await returned.all.wait()  # every body returned; their final commits may still be queued
     assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
     assert sql.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall() == [("completed", 300)]
+
+
+@workflow(name="basics.steps_and_sleep")
+async def steps_and_sleep(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await double(i)
+    await sleep("1ms")
+    return total
+
+
+async def test_a_finished_run_leaves_no_cyclic_garbage(engine: Engine) -> None:
+    """Freed by reference counting: a full collection over thousands of ended runs would stall the loop."""
+    await (await engine.start(steps_and_sleep, 1)).result(timeout=10)  # warm up caches
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            await (await engine.start(steps_and_sleep, 3)).result(timeout=10)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        kinds = {type(obj).__name__ for obj in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert kinds & {"RunContext", "StepCall", "Task", "Context"} == set()

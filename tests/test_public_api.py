@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-import types
+import inspect
 
 import durable
+import durable.web
 from durable import (
     CannotCancel,
     ChildCancelled,
@@ -11,6 +12,9 @@ from durable import (
     DurableError,
     EngineClosed,
     FatalError,
+    HookConflict,
+    HookNotFound,
+    HookTimeout,
     NonDeterminismError,
     RetryableError,
     RunCancelled,
@@ -36,6 +40,13 @@ def test_public_surface_is_pinned() -> None:
             "Engine",
             "EngineClosed",
             "FatalError",
+            "FetchResponse",
+            "Hook",
+            "HookConflict",
+            "HookDefinition",
+            "HookInfo",
+            "HookNotFound",
+            "HookTimeout",
             "NonDeterminismError",
             "OperationInfo",
             "Queue",
@@ -53,9 +64,16 @@ def test_public_surface_is_pinned() -> None:
             "StreamChunk",
             "StreamReader",
             "StreamWriter",
+            "Webhook",
+            "WebhookRequest",
+            "WebhookResponse",
             "WorkflowFunction",
             "WorkflowMetadata",
             "WorkflowWithOptions",
+            "create_hook",
+            "create_webhook",
+            "define_hook",
+            "fetch",
             "get_resources",
             "get_step_metadata",
             "get_workflow_metadata",
@@ -72,9 +90,22 @@ def test_public_surface_is_pinned() -> None:
         ]
     )
     # The package namespace holds exactly these names: none missing, no other public one
-    # (a subpackage, durable.web, shows up there once something has imported it).
-    public = [name for name in dir(durable) if not name.startswith("_")]
-    assert [name for name in public if not isinstance(getattr(durable, name), types.ModuleType)] == durable.__all__
+    # (subpackages such as durable.web appear once imported: they are not names of the API).
+    public = [name for name in dir(durable) if not name.startswith("_") and not inspect.ismodule(getattr(durable, name))]
+    assert public == durable.__all__
+
+
+def test_web_surface_is_pinned() -> None:
+    assert durable.web.__all__ == [
+        "DEFAULT_MAX_BODY_BYTES",
+        "DEFAULT_RESPONSE_TIMEOUT",
+        "WEBHOOK_PREFIX",
+        "add_inspector",
+        "hook_json",
+        "make_app",
+        "make_webhook_app",
+    ]
+    assert durable.web.WEBHOOK_PREFIX == "/.well-known/workflow/v1/webhook"
 
 
 def test_error_tree() -> None:
@@ -91,6 +122,9 @@ def test_error_tree() -> None:
         EngineClosed,
         DatabaseLocked,
         DuplicateWorkflow,
+        HookConflict,
+        HookNotFound,
+        HookTimeout,
     ):
         assert issubclass(cls, DurableError)
     assert not issubclass(ChildCancelled, RunCancelled)  # a child's cancellation is not the parent's
@@ -125,3 +159,17 @@ def test_error_messages_name_ids_and_remedy() -> None:
     failed = StepFailed("mod.charge", "ValueError", "bad card")
     assert (failed.step_name, failed.error_type, failed.message) == ("mod.charge", "ValueError", "bad card")
     assert str(failed) == "Step mod.charge failed: ValueError: bad card"
+
+
+def test_hook_error_messages() -> None:
+    conflict = HookConflict("review:d1", "wrun_X")
+    assert (conflict.token, conflict.run_id) == ("review:d1", "wrun_X")
+    assert str(conflict) == (
+        "Hook token 'review:d1' is held by an active hook of workflow run wrun_X: "
+        "wait until that run ends or disposes its hook, or use another token."
+    )
+    assert str(HookNotFound("t")) == (
+        "No active hook has the token 't': it was never created, was disposed, or its run has ended."
+    )
+    assert str(HookNotFound("x" * 300, "webhook")).startswith("No active webhook has the token '" + "x" * 100 + "...'")
+    assert str(HookTimeout("t", "7 days")) == "Hook 't' received no payload within 7 days"
