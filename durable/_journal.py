@@ -312,12 +312,26 @@ class Journal:
         stream chunk after it (the body's failure or cancellation events among them).
         Children stay journaled (their ids are their parent's id and sequence number, so
         none may start twice); one whose failure or cancellation the parent had received
-        is awaited again, and gives its outcome of now. Streams reopen; a replayed
+        is awaited again, and gives its outcome of now. Hooks stay too, active again
+        when they were released with the run. Streams reopen; a replayed
         ``close()`` closes them again. The deadline is spent: it counted from the start.
         """
         last = "(SELECT COALESCE(MAX(seq), -1) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed')"
+        # Kept whatever their place: children, and created hooks (their rows are keyed by (run, seq)).
+        dropped = f"kind != 'child' AND NOT (kind = 'hook' AND state = 'created') AND (seq > {last} OR state = 'failed')"
         return [
-            (f"DELETE FROM ops WHERE run_id = ? AND kind != 'child' AND (seq > {last} OR state = 'failed')", (run_id, run_id)),
+            (f"DELETE FROM ops WHERE run_id = ? AND {dropped}", (run_id, run_id)),
+            # Payloads taken by receives after that step are free again, in their order;
+            # the hooks released with the run are active again (before its completion time goes).
+            (
+                f"UPDATE hook_payloads SET consumed_seq = NULL, consumed_at = NULL WHERE run_id = ? AND consumed_seq > {last}",
+                (run_id, run_id),
+            ),
+            (
+                "UPDATE hooks SET released_at = NULL"
+                " WHERE run_id = ? AND released_at = (SELECT completed_at FROM runs WHERE run_id = ?)",
+                (run_id, run_id),
+            ),
             (
                 "UPDATE ops SET state = 'started', result = CAST(run_id || '~' || seq AS BLOB), completed_at = NULL"
                 " WHERE run_id = ? AND kind = 'child' AND state IN ('failed', 'cancelled')",
@@ -344,7 +358,9 @@ class Journal:
 
         It waits in the source's queue (with its key and priority) at ``queue_seq``; it
         has no parent and no deadline. A child the source had started and not yet
-        heard back from is not copied: the fork starts a child of its own there.
+        heard back from is not copied: the fork starts a child of its own there. Nor
+        are hooks and what they received: the fork creates its hooks again (a token
+        the source still holds is a ``HookConflict`` there).
         Chunks keep their order; their indexes are renumbered from 0 per namespace, so
         the copied streams have no gap where a later operation had written.
         """
@@ -359,7 +375,8 @@ class Journal:
             (
                 "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned)"
                 " SELECT ?, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned"
-                " FROM ops WHERE run_id = ? AND seq < ? AND NOT (kind = 'child' AND state = 'started')",
+                " FROM ops WHERE run_id = ? AND seq < ? AND NOT (kind = 'child' AND state = 'started')"
+                " AND kind NOT IN ('hook', 'receive')",
                 (run_id, source, from_seq),
             ),
             (
@@ -406,6 +423,15 @@ class Journal:
             (run_id, len(note), note),
         )
         return [(str(child), str(name)) for child, name in rows]
+
+    async def tokens_taken(self, run_id: str) -> list[tuple[str, str]]:
+        """Token and holder of each hook released with the run whose token another run's active hook holds."""
+        rows = await self.fetchall(
+            "SELECT h.token, o.run_id FROM hooks h JOIN hooks o ON o.token = h.token AND o.released_at IS NULL"
+            " WHERE h.run_id = ? AND o.run_id != ? AND h.released_at = (SELECT completed_at FROM runs WHERE run_id = ?)",
+            (run_id, run_id, run_id),
+        )
+        return [(str(token), str(holder)) for token, holder in rows]
 
     async def queue_of(self, run_id: str) -> str | None:
         """The queue a run was started on, ``None`` for none (or no such run)."""
@@ -513,20 +539,25 @@ class Journal:
 
     # -- reads: hooks ---------------------------------------------------------------
 
-    async def active_hooks(self) -> list[tuple[Any, ...]]:
-        """``HOOK_COLUMNS`` of every active hook, oldest first."""
-        return await self.fetchall(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE released_at IS NULL ORDER BY created_at")
+    async def active_hooks(self, run_id: str | None = None) -> list[tuple[Any, ...]]:
+        """``HOOK_COLUMNS`` of every active hook (of one run), oldest first."""
+        where, params = ("AND run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        return await self.fetchall(
+            f"SELECT {HOOK_COLUMNS} FROM hooks WHERE released_at IS NULL {where} ORDER BY created_at", params
+        )
 
-    async def active_hook_payloads(self) -> list[tuple[Any, ...]]:
+    async def active_hook_payloads(self, run_id: str | None = None) -> list[tuple[Any, ...]]:
         """``run_id, seq, idx, payload, idempotency_key, received_at`` of the payloads of active hooks, by index.
 
         ``payload`` is ``None`` for those a receive took: only their index and key matter.
         """
+        where, params = ("AND h.run_id = ?", (run_id,)) if run_id is not None else ("", ())
         return await self.fetchall(
             "SELECT p.run_id, p.seq, p.idx, CASE WHEN p.consumed_seq IS NULL THEN p.payload END,"
             " p.idempotency_key, p.received_at"
             " FROM hook_payloads p JOIN hooks h ON h.run_id = p.run_id AND h.seq = p.seq"
-            " WHERE h.released_at IS NULL ORDER BY p.run_id, p.seq, p.idx"
+            f" WHERE h.released_at IS NULL {where} ORDER BY p.run_id, p.seq, p.idx",
+            params,
         )
 
     async def hook_by_token(self, token: str) -> tuple[Any, ...] | None:

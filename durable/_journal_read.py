@@ -30,8 +30,8 @@ __all__ = ["AsyncJournalReader", "ChunkRecord", "JournalReader", "RunDetail", "R
 
 T = TypeVar("T")
 
-# The first schema version with ``runs.forked_from`` (migration 5): what these queries read.
-READABLE_SINCE = 5
+# The first schema version with ``runs.forked_from`` (migration 6): what these queries read.
+READABLE_SINCE = 6
 MAX_PAGE = 1000
 
 _SUMMARY = "run_id, workflow_name, status, created_at, started_at, completed_at, error, forked_from, forked_at_seq, parent_run_id"
@@ -280,15 +280,13 @@ class JournalReader:
 
 
 def _hook_rows(conn: sqlite3.Connection, run_id: str | None) -> list[dict[str, Any]]:
-    columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(hooks)")]
-    if not columns or (run_id is not None and "run_id" not in columns):
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hooks'").fetchone() is None:
         return []  # a journal from before hooks existed
-    clauses, params = (["run_id = ?"], [run_id]) if run_id is not None else ([], [])
-    if "released_at" in columns:
-        clauses.append("released_at IS NULL")  # only hooks that can still take a payload
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    order = "ORDER BY created_at" if "created_at" in columns else ""
-    cursor = conn.execute(f"SELECT * FROM hooks {where} {order} LIMIT ?", (*params, MAX_PAGE))
+    where, params = ("AND run_id = ?", (run_id,)) if run_id is not None else ("", ())
+    # Only the hooks that can still take a payload.
+    cursor = conn.execute(
+        f"SELECT * FROM hooks WHERE released_at IS NULL {where} ORDER BY created_at LIMIT ?", (*params, MAX_PAGE)
+    )
     names = [str(d[0]) for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 

@@ -40,9 +40,11 @@ class RunOperator:
             family = [(run_id, str((await self._runs.run_row(run_id))[1])), *await journal.cancelled_with(run_id)]
             for member, name in family:
                 self._require_workflow(member, name)
+                await self._require_tokens(member)
             await journal.commit([statement for member, _ in family for statement in journal.run_resumed(member)])
             for member, _ in family:
                 self._runs.forget_cancel(member)
+                await self._runs.hooks.load(member)  # before the replay, which finds its hooks there
             await self._runs.resume([member for member, _ in family])
         return previous
 
@@ -68,6 +70,12 @@ class RunOperator:
         while (run := self._runs.active.get(run_id)) is not None and run.status in _RESUMABLE:
             await run.wait_stopped()
         return await self._runs.status(run_id)
+
+    async def _require_tokens(self, run_id: str) -> None:
+        taken = await self._runs.journal.tokens_taken(run_id)
+        if taken:
+            token, holder = taken[0]
+            raise CannotResume(run_id, f"its hook token {token!r} is now held by run {holder}: let that run release it first")
 
     def _require_workflow(self, run_id: str, name: str) -> None:
         if self._runs.catalog.get(name) is None:

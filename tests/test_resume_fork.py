@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from harness import until
-from inspect_workflows import WORKFLOWS, charging_parent, lift, log_lines, parent, pipeline, retrying, sleeper
+from inspect_workflows import WORKFLOWS, charging_parent, lift, log_lines, parent, pipeline, retrying, reviewed, sleeper
 
-from durable import CannotResume, Engine, Run, RunCancelled, RunFailed, RunNotFound, RunStatus
+from durable import CannotResume, Engine, HookNotFound, Run, RunCancelled, RunFailed, RunNotFound, RunStatus
 
 
 @pytest.fixture
@@ -239,3 +239,52 @@ async def test_a_resumed_parent_awaits_its_failed_child_again(eng: Engine, gate:
     assert await eng.resume_run(run.run_id) == RunStatus.FAILED
     assert await run.result(timeout=10) == {"total": 0, "receipt": "charged"}
     assert log_lines(gate) == ["record 0 attempt 1", "guarded attempt 1", "guarded attempt 1"]
+
+
+async def hooked(eng: Engine, run: Run) -> None:
+    async def has_hook() -> bool:
+        return len(await eng.list_hooks(run.run_id)) == 1
+
+    await until(has_hook, what="the run's hook")
+
+
+async def test_a_resumed_run_gets_its_hook_back(eng: Engine, gate: str) -> None:
+    run = await eng.start(reviewed, gate, "d1")
+    await hooked(eng, run)
+    await run.cancel()
+    assert await eng.list_hooks(run.run_id) == []  # released with the run
+    with pytest.raises(HookNotFound):
+        await eng.resume_hook("review:d1", {"ok": True})
+
+    assert await eng.resume_run(run.run_id) == RunStatus.CANCELLED
+    assert [(h.token, h.run_id) for h in await eng.list_hooks(run.run_id)] == [("review:d1", run.run_id)]
+    await eng.resume_hook("review:d1", {"ok": True})
+    assert await run.result(timeout=10) == {"ok": True}
+    assert log_lines(gate) == ["record 0 attempt 1"]  # its step was not run again
+
+
+async def test_resume_refuses_while_another_run_holds_its_token(eng: Engine, gate: str) -> None:
+    first = await eng.start(reviewed, gate, "d2")
+    await hooked(eng, first)
+    await first.cancel()
+    second = await eng.start(reviewed, gate, "d2")
+    await hooked(eng, second)
+    with pytest.raises(CannotResume) as refused:
+        await eng.resume_run(first.run_id)
+    assert str(refused.value) == (
+        f"Cannot continue workflow run {first.run_id}: its hook token 'review:d2' is now held by run "
+        f"{second.run_id}: let that run release it first"
+    )
+    assert await first.status() == RunStatus.CANCELLED
+
+
+async def test_a_fork_creates_its_hooks_again(eng: Engine, gate: str) -> None:
+    source = await eng.start(reviewed, gate, "d3")
+    await hooked(eng, source)
+    await eng.resume_hook("review:d3", "first")
+    assert await source.result(timeout=10) == "first"
+    fork = await eng.fork(source.run_id, 2)  # step 0 and the hook at 1 are before 2: the hook is created anew
+    await hooked(eng, fork)
+    await eng.resume_hook("review:d3", "second")
+    assert await fork.result(timeout=10) == "second"
+    assert log_lines(gate) == ["record 0 attempt 1"]
