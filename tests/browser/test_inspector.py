@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ServerFactory, ServerProcess
-from inspect_workflows import WORKFLOWS, charging_parent, pipeline, retrying
+from harness import ServerFactory, ServerProcess, sql_rows, until
+from inspect_workflows import WORKFLOWS, charging_parent, pipeline, retrying, reviewed
 from playwright.async_api import Browser, Page, expect
 
 from durable import Engine
@@ -291,5 +291,31 @@ async def test_a_child_bar_opens_the_child_run(browser: Browser, tmp_path: Path,
         await expect(page.locator("#run-status")).to_have_text("failed")
         await expect(page.locator("#parent-link")).to_have_text(run.run_id)
         assert [(b["seq"], b["outcome"]) for b in await bars(page)] == [(0, "completed"), (2, "failed")]
+    finally:
+        await close_panel(panel)
+
+
+async def test_a_hook_is_resumed_from_its_form(browser: Browser, tmp_path: Path, make_server: ServerFactory) -> None:
+    db = tmp_path / "invoices-0.db"
+    async with Engine(db, workflows=WORKFLOWS) as engine:
+        run = await engine.start(reviewed, str(tmp_path / "gate"), "d1")
+
+        async def hooked() -> bool:
+            return len(await engine.list_hooks(run.run_id)) == 1
+
+        await until(hooked, what="the hook")
+    server = make_server()  # it keeps the hook active (the run waits on it) though it does not run the workflow
+    await server.start()
+    panel = await open_panel(browser, server, 1280, 900)
+    try:
+        page = panel.page
+        await goto(page, f"{server.base}/workflows/run?id={run.run_id}")
+        await expect(page.locator("#hooks li")).to_have_count(1)
+        await expect(page.locator("#hooks li code").first).to_have_text("review:d1")
+        await expect(page.locator("#hooks-empty")).to_be_hidden()
+        await page.get_by_label("Payload for hook review:d1").fill('{"approved": true}')
+        await page.get_by_role("button", name="Resume hook").click()
+        await expect(page.locator("#hooks li [role=status]")).to_have_text("Payload delivered.")
+        assert sql_rows(db, "SELECT payload FROM hook_payloads WHERE run_id = ?", (run.run_id,)) == [(b'{"approved":true}',)]
     finally:
         await close_panel(panel)
