@@ -24,6 +24,7 @@ from invoices import create_app
 from invoices.errors import error_middleware
 from invoices.keys import engine_key, hub_key
 from invoices.pricing import price_invoice
+from invoices.workflow import ZERO_DELAY_WINDOW
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 JSON = {"Content-Type": "application/json"}
@@ -846,7 +847,7 @@ REFUSE_PROGRESS = """CREATE TRIGGER refuse_progress BEFORE INSERT ON chunks
     [
         (3, "10ms", 2, 2),  # one at a time: the held step finishes, no other starts
         (3, "10ms", 3, 3),  # the last step: the zero sleep after it notices the cancel
-        (10, "0s", 2, 8),  # a window of 8 steps in flight: all 8 finish, the next window never starts
+        (40, "0s", 2, ZERO_DELAY_WINDOW),  # a window of steps in flight: all finish, the next window never starts
         (3, "0s", 3, 3),
     ],
 )
@@ -863,7 +864,7 @@ async def test_cancel_during_a_step_counts_the_invoices_in_flight(
     comes while they do. Releasing the lock lets them finish, then the run unwind.
     """
     engine = api.app[engine_key]
-    window = 1 if delay != "0s" else 8  # invoices.workflow.ZERO_DELAY_WINDOW
+    window = 1 if delay != "0s" else ZERO_DELAY_WINDOW
     window_last = min(total, ((held - 1) // window + 1) * window)  # the last invoice of the held one's window
     lock = sqlite3.connect(api.db, isolation_level=None)
     try:
