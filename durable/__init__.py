@@ -5,6 +5,7 @@ from ._context import StepMetadata, WorkflowMetadata, get_step_metadata, get_wor
 from ._engine import Engine, Run
 from ._errors import (
     CannotCancel,
+    CannotResume,
     ChildCancelled,
     DatabaseLocked,
     DuplicateWorkflow,
@@ -41,6 +42,7 @@ from ._webhooks import Webhook, WebhookRequest, WebhookResponse, create_webhook
 __all__ = [
     "AttemptInfo",
     "CannotCancel",
+    "CannotResume",
     "ChildCancelled",
     "ChildRun",
     "DatabaseLocked",

@@ -16,6 +16,7 @@ from ._hook_registry import HookInfo, hook_info
 from ._journal import Journal
 from ._lock import FileLock
 from ._models import OperationInfo, RunInfo, RunStatus, run_info
+from ._operate import RunOperator
 from ._options import WorkflowWithOptions
 from ._passing import decode_result
 from ._queues import Queue, make_queue
@@ -59,6 +60,7 @@ class Engine:
         self._hub = StreamHub(self._journal, stream_queue_limit)
         self._runs = RunSupervisor(self._journal, self._timers, self._hub, self._catalog, cancel_grace)
         self._runs.resources = resources
+        self._operator = RunOperator(self._runs)
         self._state = _State.UNOPENED
 
     @property
@@ -150,6 +152,20 @@ class Engine:
     def get_run(self, run_id: str) -> Run:
         """A handle on a run; an unknown id raises RunNotFound when the handle is used."""
         return Run(self._runs, run_id)
+
+    async def resume_run(self, run_id: str) -> RunStatus:
+        """Continue a failed or cancelled run after its last completed step; returns the status it had.
+
+        Steps that failed for good run again with a fresh retry budget. Raises
+        ``CannotResume`` for other statuses or a workflow this engine does not know.
+        """
+        self._check_open()
+        return await self._operator.resume(run_id)
+
+    async def fork(self, run_id: str, from_seq: int) -> Run:
+        """Start a new run with the input of ``run_id`` and its journal before sequence number ``from_seq``."""
+        self._check_open()
+        return Run(self._runs, await self._operator.fork(run_id, from_seq))
 
     async def list_runs(self, status: RunStatus | None = None, limit: int = 50) -> list[RunInfo]:
         """Runs, newest first, optionally of one status."""

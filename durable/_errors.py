@@ -11,8 +11,10 @@ Tree::
     ├── RunNotFound             no run with that id
     ├── RunConflict             a run id taken by a run of another workflow
     ├── CannotCancel            cancel of a completed or failed run
+    ├── CannotResume            resume or fork refused (status, or workflow not registered)
     ├── NonDeterminismError     replay met another operation than the journal holds
     ├── DatabaseLocked          another engine holds the database file
+    ├── UnreadableJournal       a file the inspector cannot read (missing, not a journal, other version)
     ├── DuplicateWorkflow       two different workflows registered under one name
     ├── EngineClosed            use of an engine that is not open
     ├── HookConflict            a hook's token is held by another active hook (raised in the workflow)
@@ -115,6 +117,15 @@ class CannotCancel(DurableError):
         self.status = status
 
 
+class CannotResume(DurableError):
+    """The run cannot be resumed or forked: its status does not allow it, or its workflow is unknown here."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"Cannot continue workflow run {run_id}: {reason}")
+        self.run_id = run_id
+        self.reason = reason
+
+
 class NonDeterminismError(DurableError):
     """On replay the workflow called another operation than the journal recorded."""
 
@@ -140,6 +151,10 @@ class DatabaseLocked(DurableError):
         )
         self.path = path
         self.holder_pid = holder_pid
+
+
+class UnreadableJournal(DurableError):
+    """The file is missing, is not a journal, or has a schema version this code cannot read."""
 
 
 class DuplicateWorkflow(DurableError):

@@ -144,14 +144,15 @@ class HookRegistry:
     def __len__(self) -> int:
         return len(self._by_token)
 
-    async def load(self) -> None:
-        """Mirror the journal's active hooks and their buffered payloads (at open)."""
-        self._by_token.clear()
-        self._by_run.clear()
-        for row in await self.journal.active_hooks():
+    async def load(self, run_id: str | None = None) -> None:
+        """Mirror the journal's active hooks and their buffered payloads: all (at open), or one run's (resumed)."""
+        if run_id is None:
+            self._by_token.clear()
+            self._by_run.clear()
+        for row in await self.journal.active_hooks(run_id):
             self._add(_hook_from_row(row))
-        for run_id, seq, idx, data, key, received_at in await self.journal.active_hook_payloads():
-            entry = self._by_run[run_id][seq]
+        for owner, seq, idx, data, key, received_at in await self.journal.active_hook_payloads(run_id):
+            entry = self._by_run[owner][seq]
             entry.next_index = max(entry.next_index, idx + 1)
             if key is not None:
                 entry.keys[key] = None

@@ -2,7 +2,8 @@
 
 Writes are built by the named methods below and committed by the group-commit
 writer (``_writer.py``); reads go through a second connection. Nothing else in
-the engine holds SQL, so another backend only has to provide this interface.
+the engine holds SQL, so another backend only has to provide this interface
+(and ``_journal_read.py``, the read-only queries of the CLI and the inspector).
 """
 
 from __future__ import annotations
@@ -299,6 +300,99 @@ class Journal:
     def receive_timed_out(run_id: str, seq: int, at: float) -> Statement:
         return ("UPDATE ops SET state = 'timeout', completed_at = ? WHERE run_id = ? AND seq = ?", (at, run_id, seq))
 
+    # -- statements: operating runs (resume, fork) ---------------------------------
+
+    @staticmethod
+    def run_resumed(run_id: str) -> list[Statement]:
+        """Continue a failed or cancelled run after its last completed step.
+
+        Kept: every completed step (with its failed tries) and what the body did up to
+        that step. Dropped, so they run afresh: steps that failed for good or were
+        between tries (their tries too: a fresh retry budget), and every operation and
+        stream chunk after it (the body's failure or cancellation events among them).
+        Children stay journaled (their ids are their parent's id and sequence number, so
+        none may start twice); one whose failure or cancellation the parent had received
+        is awaited again, and gives its outcome of now. Hooks stay too, active again
+        when they were released with the run. Streams reopen; a replayed
+        ``close()`` closes them again. The deadline is spent: it counted from the start.
+        """
+        last = "(SELECT COALESCE(MAX(seq), -1) FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed')"
+        # Kept whatever their place: children, and created hooks (their rows are keyed by (run, seq)).
+        dropped = f"kind != 'child' AND NOT (kind = 'hook' AND state = 'created') AND (seq > {last} OR state = 'failed')"
+        return [
+            (f"DELETE FROM ops WHERE run_id = ? AND {dropped}", (run_id, run_id)),
+            # Payloads taken by receives after that step are free again, in their order;
+            # the hooks released with the run are active again (before its completion time goes).
+            (
+                f"UPDATE hook_payloads SET consumed_seq = NULL, consumed_at = NULL WHERE run_id = ? AND consumed_seq > {last}",
+                (run_id, run_id),
+            ),
+            (
+                "UPDATE hooks SET released_at = NULL"
+                " WHERE run_id = ? AND released_at = (SELECT completed_at FROM runs WHERE run_id = ?)",
+                (run_id, run_id),
+            ),
+            (
+                "UPDATE ops SET state = 'started', result = CAST(run_id || '~' || seq AS BLOB), completed_at = NULL"
+                " WHERE run_id = ? AND kind = 'child' AND state IN ('failed', 'cancelled')",
+                (run_id,),
+            ),
+            (
+                "DELETE FROM attempts WHERE run_id = ? AND seq NOT IN"
+                " (SELECT seq FROM ops WHERE run_id = ? AND kind = 'step' AND state = 'completed')",
+                (run_id, run_id),
+            ),
+            (f"DELETE FROM chunks WHERE run_id = ? AND seq > {last}", (run_id, run_id)),
+            ("DELETE FROM closed_streams WHERE run_id = ?", (run_id,)),
+            (
+                "UPDATE runs SET status = CASE WHEN started_at IS NULL THEN 'pending' ELSE 'running' END,"
+                " completed_at = NULL, output = NULL, error = NULL, error_info = NULL, unwound = 1,"
+                " deadline = NULL, timeout = NULL WHERE run_id = ? AND status IN ('failed', 'cancelled')",
+                (run_id,),
+            ),
+        ]
+
+    @staticmethod
+    def run_forked(source: str, run_id: str, from_seq: int, created_at: float, queue_seq: int | None) -> list[Statement]:
+        """A new pending run with the input of ``source`` and its journal before ``from_seq``.
+
+        It waits in the source's queue (with its key and priority) at ``queue_seq``; it
+        has no parent and no deadline. A child the source had started and not yet
+        heard back from is not copied: the fork starts a child of its own there. Nor
+        are hooks and what they received: the fork creates its hooks again (a token
+        the source still holds is a ``HookConflict`` there).
+        Chunks keep their order; their indexes are renumbered from 0 per namespace, so
+        the copied streams have no gap where a later operation had written.
+        """
+        return [
+            (
+                "INSERT INTO runs (run_id, workflow_name, input, status, created_at, forked_from, forked_at_seq,"
+                " queue, queue_key, priority, queue_seq)"
+                " SELECT ?, workflow_name, input, 'pending', ?, run_id, ?, queue, queue_key, priority,"
+                " CASE WHEN queue IS NULL THEN NULL ELSE ? END FROM runs WHERE run_id = ?",
+                (run_id, created_at, from_seq, queue_seq, source),
+            ),
+            (
+                "INSERT INTO ops (run_id, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned)"
+                " SELECT ?, seq, kind, name, state, result, attempt, started_at, completed_at, wake_at, abandoned"
+                " FROM ops WHERE run_id = ? AND seq < ? AND NOT (kind = 'child' AND state = 'started')"
+                " AND kind NOT IN ('hook', 'receive')",
+                (run_id, source, from_seq),
+            ),
+            (
+                "INSERT INTO attempts (run_id, seq, name, attempt, started_at, ended_at, error, stack, retry_at)"
+                " SELECT ?, seq, name, attempt, started_at, ended_at, error, stack, retry_at"
+                " FROM attempts WHERE run_id = ? AND seq < ?",
+                (run_id, source, from_seq),
+            ),
+            (
+                "INSERT INTO chunks (run_id, namespace, idx, seq, part, data, written_at)"
+                " SELECT ?, namespace, ROW_NUMBER() OVER (PARTITION BY namespace ORDER BY idx) - 1,"
+                " seq, part, data, written_at FROM chunks WHERE run_id = ? AND seq < ?",
+                (run_id, source, from_seq),
+            ),
+        ]
+
     # -- reads --------------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -319,6 +413,30 @@ class Journal:
     async def run_status(self, run_id: str) -> str | None:
         row = await self._fetchone("SELECT status FROM runs WHERE run_id = ?", (run_id,))
         return None if row is None else str(row[0])
+
+    async def cancelled_with(self, run_id: str) -> list[tuple[str, str]]:
+        """Run id and workflow of every descendant that the cancellation of ``run_id`` cancelled."""
+        note = f"parent run {run_id} was cancelled"
+        rows = await self.fetchall(
+            f"{_DESCENDANTS} SELECT run_id, workflow_name FROM runs WHERE run_id IN (SELECT id FROM tree)"
+            " AND status = 'cancelled' AND substr(error, 1, ?) = ? ORDER BY created_at",
+            (run_id, len(note), note),
+        )
+        return [(str(child), str(name)) for child, name in rows]
+
+    async def tokens_taken(self, run_id: str) -> list[tuple[str, str]]:
+        """Token and holder of each hook released with the run whose token another run's active hook holds."""
+        rows = await self.fetchall(
+            "SELECT h.token, o.run_id FROM hooks h JOIN hooks o ON o.token = h.token AND o.released_at IS NULL"
+            " WHERE h.run_id = ? AND o.run_id != ? AND h.released_at = (SELECT completed_at FROM runs WHERE run_id = ?)",
+            (run_id, run_id, run_id),
+        )
+        return [(str(token), str(holder)) for token, holder in rows]
+
+    async def queue_of(self, run_id: str) -> str | None:
+        """The queue a run was started on, ``None`` for none (or no such run)."""
+        row = await self._fetchone("SELECT queue FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None or row[0] is None else str(row[0])
 
     async def workflow_of(self, run_id: str) -> str | None:
         """The workflow name of a run, ``None`` when there is no such run."""
@@ -421,20 +539,25 @@ class Journal:
 
     # -- reads: hooks ---------------------------------------------------------------
 
-    async def active_hooks(self) -> list[tuple[Any, ...]]:
-        """``HOOK_COLUMNS`` of every active hook, oldest first."""
-        return await self.fetchall(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE released_at IS NULL ORDER BY created_at")
+    async def active_hooks(self, run_id: str | None = None) -> list[tuple[Any, ...]]:
+        """``HOOK_COLUMNS`` of every active hook (of one run), oldest first."""
+        where, params = ("AND run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        return await self.fetchall(
+            f"SELECT {HOOK_COLUMNS} FROM hooks WHERE released_at IS NULL {where} ORDER BY created_at", params
+        )
 
-    async def active_hook_payloads(self) -> list[tuple[Any, ...]]:
+    async def active_hook_payloads(self, run_id: str | None = None) -> list[tuple[Any, ...]]:
         """``run_id, seq, idx, payload, idempotency_key, received_at`` of the payloads of active hooks, by index.
 
         ``payload`` is ``None`` for those a receive took: only their index and key matter.
         """
+        where, params = ("AND h.run_id = ?", (run_id,)) if run_id is not None else ("", ())
         return await self.fetchall(
             "SELECT p.run_id, p.seq, p.idx, CASE WHEN p.consumed_seq IS NULL THEN p.payload END,"
             " p.idempotency_key, p.received_at"
             " FROM hook_payloads p JOIN hooks h ON h.run_id = p.run_id AND h.seq = p.seq"
-            " WHERE h.released_at IS NULL ORDER BY p.run_id, p.seq, p.idx"
+            f" WHERE h.released_at IS NULL {where} ORDER BY p.run_id, p.seq, p.idx",
+            params,
         )
 
     async def hook_by_token(self, token: str) -> tuple[Any, ...] | None:

@@ -149,4 +149,11 @@ MIGRATIONS: list[str] = [
         SELECT RAISE(ABORT, 'durable: hook released');
     END;
     """,
+    # Inspecting and operating runs (issue 14): a fork records the run and the sequence
+    # number it was copied from; the run list filters by workflow, newest first.
+    """
+    ALTER TABLE runs ADD COLUMN forked_from TEXT;
+    ALTER TABLE runs ADD COLUMN forked_at_seq INTEGER;
+    CREATE INDEX runs_by_workflow_created ON runs (workflow_name, created_at);
+    """,
 ]

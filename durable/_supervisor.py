@@ -449,6 +449,10 @@ class RunSupervisor:
         except Exception as exc:  # the journal refused: the run faulted and its deadline fires again when it resumes
             log.warning("run %s: its deadline passed but its cancellation could not be recorded: %s", run_id, exc)
 
+    def forget_cancel(self, run_id: str) -> None:
+        """A resume set the run going again: an earlier cancel while it was out of memory is spent."""
+        self._cancelled_inactive.discard(run_id)
+
     async def _await_stop(self, run: RunContext) -> None:
         """Let in-flight steps finish (bounded), then the workflow unwind; then end its streams."""
         await self._let_steps_finish(run)

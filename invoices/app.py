@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from durable import Engine
-from durable.web import WEBHOOK_PREFIX, make_app, make_webhook_app
+from durable.web import WEBHOOK_PREFIX, add_inspector, make_app, make_webhook_app
 
 from .correction import correct_invoices
 from .correction_routes import add_correction_routes
@@ -28,6 +28,10 @@ __all__ = ["DEFAULT_STATIC_DIR", "create_app"]
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
+async def _to_inspector(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPPermanentRedirect("/workflows/")
+
+
 def create_app(
     db_path: str | os.PathLike[str],
     *,
@@ -41,10 +45,11 @@ def create_app(
 
     ``host`` is the address the server binds to: when it is loopback, requests
     for any other host name are refused (DNS rebinding). ``token``, when set,
-    is required on every ``/api/`` and ``/workflows/`` route. The engine opens when
-    the app starts and closes when it is cleaned up; open SSE responses end at shutdown.
-    Webhooks are served at the root (``/.well-known/workflow/v1/webhook/{token}``),
-    hooks at ``/workflows/hooks/{token}``.
+    is required on every ``/api/`` and ``/workflows/`` route but the run inspector's
+    pages and their files (which ask for it). The engine opens when the app starts and
+    closes when it is cleaned up; open SSE responses end at shutdown. Webhooks are
+    served at the root (``/.well-known/workflow/v1/webhook/{token}``), hooks at
+    ``/workflows/hooks/{token}``, the run inspector at ``/workflows/``.
     """
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
@@ -68,7 +73,10 @@ def create_app(
     engine.resources = store  # before opening: opening resumes unfinished runs
     # The engine's routes: hooks under the API's token and Origin rules, webhooks at the
     # root with their unguessable token as the only credential.
-    app.add_subapp("/workflows/", make_app(engine, max_body_bytes=MAX_BODY_BYTES))
+    workflows = make_app(engine, max_body_bytes=MAX_BODY_BYTES)
+    add_inspector(workflows, engine)  # the run inspector: pages, JSON, cancel/resume/fork
+    app.router.add_get("/workflows", _to_inspector)  # before the sub-app, which claims its bare prefix too
+    app.add_subapp("/workflows/", workflows)
     app.add_subapp(WEBHOOK_PREFIX, make_webhook_app(engine, max_body_bytes=MAX_BODY_BYTES))
 
     @asynccontextmanager

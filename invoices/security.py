@@ -15,8 +15,10 @@ reading data:
   read) also rules out the "simple" cross-site form posts that skip CORS
   preflight.
 - **Optional bearer token** (``token_guard``): every ``/api/`` and ``/workflows/``
-  route requires ``Authorization: Bearer <token>``; ``GET /api/stream/...`` also
-  takes ``?token=`` because ``EventSource`` cannot send headers.
+  route requires ``Authorization: Bearer <token>``, but the run inspector's pages
+  and their files (they ask for it); the event streams (``GET /api/stream/...``,
+  ``GET /workflows/runs/<id>/stream``) also take ``?token=`` because
+  ``EventSource`` cannot send headers.
 - **Webhooks** (``/.well-known/workflow/v1/webhook/{token}``) are called by other
   systems: their unguessable token is their credential, so neither the bearer
   token nor the Origin rule applies to them. The Host rule does.
@@ -41,6 +43,7 @@ __all__ = [
     "host_guard",
     "is_loopback_bind",
     "is_loopback_host",
+    "needs_token",
     "origin_guard",
     "token_guard",
 ]
@@ -127,17 +130,34 @@ def _same(given: str, expected: bytes) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)
 
 
+INSPECTOR = "/workflows/"
+_INSPECTOR_PAGES = frozenset({INSPECTOR, INSPECTOR + "run"})
+
+
+def needs_token(request: web.Request) -> bool:
+    """The API and the engine's routes; not the inspector's pages and files, which ask for the token."""
+    path = request.path
+    if not path.startswith(_GUARDED_PREFIXES):
+        return False
+    public = path in _INSPECTOR_PAGES or path.startswith(INSPECTOR + "static/")
+    return not (public and request.method in ("GET", "HEAD"))
+
+
+def _is_event_stream(path: str) -> bool:
+    return path.startswith("/api/stream/") or (path.startswith(INSPECTOR + "runs/") and path.endswith("/stream"))
+
+
 def token_guard(token: str | None) -> Middleware:
     """401 for ``/api/`` and ``/workflows/`` requests without the bearer token, when one is configured."""
     expected = token.encode("utf-8") if token else None
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or not request.path.startswith(_GUARDED_PREFIXES):
+        if expected is None or not needs_token(request):
             return await handler(request)
         header = request.headers.get("Authorization")
         given = _bearer(header) if header is not None else None
-        if given is None and request.path.startswith("/api/stream/"):
+        if given is None and _is_event_stream(request.path):
             given = request.query.get("token")  # EventSource cannot send headers
         if given is None or not _same(given, expected):
             return json_error(

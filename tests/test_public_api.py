@@ -31,6 +31,7 @@ def test_public_surface_is_pinned() -> None:
         [
             "AttemptInfo",
             "CannotCancel",
+            "CannotResume",
             "ChildCancelled",
             "ChildRun",
             "DatabaseLocked",
@@ -99,6 +100,7 @@ def test_web_surface_is_pinned() -> None:
         "DEFAULT_MAX_BODY_BYTES",
         "DEFAULT_RESPONSE_TIMEOUT",
         "WEBHOOK_PREFIX",
+        "add_inspector",
         "hook_json",
         "make_app",
         "make_webhook_app",

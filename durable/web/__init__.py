@@ -4,7 +4,8 @@
     app.add_subapp(durable.web.WEBHOOK_PREFIX, durable.web.make_webhook_app(engine))   # webhooks at the root
 
 ``make_app`` serves ``/.well-known/workflow/v1/webhook/{token}`` (any method) and
-``POST /hooks/{token}`` under its mount point. Webhook URLs usually live at the
+``POST /hooks/{token}`` under its mount point; ``add_inspector(app, engine)`` adds the
+run inspector's pages and JSON routes to it (or to any sub-application). Webhook URLs usually live at the
 root of a site, where a prefix cannot mount an application: ``make_webhook_app``
 serves the webhook route alone, to mount at ``WEBHOOK_PREFIX``.
 """
@@ -16,8 +17,17 @@ from aiohttp import web
 from .._engine import Engine
 from .._webhooks import DEFAULT_RESPONSE_TIMEOUT, WEBHOOK_PATH
 from ._hooks import DEFAULT_MAX_BODY_BYTES, HookRoutes, hook_json
+from ._inspector import add_inspector
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_RESPONSE_TIMEOUT", "WEBHOOK_PREFIX", "hook_json", "make_app", "make_webhook_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_RESPONSE_TIMEOUT",
+    "WEBHOOK_PREFIX",
+    "add_inspector",
+    "hook_json",
+    "make_app",
+    "make_webhook_app",
+]
 
 WEBHOOK_PREFIX = WEBHOOK_PATH.rstrip("/")  # /.well-known/workflow/v1/webhook
 
