@@ -22,6 +22,7 @@ from ._errors import (
     RunFailed,
     RunNotFound,
     StepFailed,
+    UnreadableJournal,
 )
 from ._fetch import FetchResponse, fetch
 from ._gc import tune_gc
@@ -75,6 +76,7 @@ __all__ = [
     "StreamChunk",
     "StreamReader",
     "StreamWriter",
+    "UnreadableJournal",
     "Webhook",
     "WebhookRequest",
     "WebhookResponse",

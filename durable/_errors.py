@@ -18,7 +18,7 @@ Tree::
     ├── DuplicateWorkflow       two different workflows registered under one name
     ├── EngineClosed            use of an engine that is not open
     ├── HookConflict            a hook's token is held by another active hook (raised in the workflow)
-    ├── HookNotFound            no active hook has that token (raised by resume_hook)
+    ├── HookNotFound            no active hook has that token (resume_hook, resume_webhook, get_hook_by_token)
     └── HookTimeout             ``hook.wait(timeout=...)`` ended without a payload
     RunCancelled (BaseException) the run was cancelled
 """

@@ -453,7 +453,8 @@ class Journal:
         if row is None:
             return None
         status, output, summary, info = row
-        return str(status), None if output is None else bytes(output), ErrorInfo.stored(summary, info)
+        error = ErrorInfo.reason(summary) if status == "cancelled" else ErrorInfo.stored(summary, info)
+        return str(status), None if output is None else bytes(output), error
 
     async def list_runs(self, status: str | None, limit: int) -> list[tuple[Any, ...]]:
         """``RUN_COLUMNS`` of the newest runs, optionally of one status."""

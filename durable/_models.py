@@ -84,7 +84,8 @@ def run_info(row: Sequence[Any], queue_position: int | None = None) -> RunInfo:
     args, kwargs = decode_call(input_data)
     created_at = to_datetime(created)
     assert created_at is not None
-    info = ErrorInfo.stored(error, error_data)
+    # A cancelled run's error is the reason it was cancelled (a deadline, its parent), not "Type: message".
+    info = ErrorInfo.reason(error) if status == RunStatus.CANCELLED else ErrorInfo.stored(error, error_data)
     return RunInfo(
         run_id,
         name,
@@ -99,7 +100,7 @@ def run_info(row: Sequence[Any], queue_position: int | None = None) -> RunInfo:
         queue=queue,
         queue_position=queue_position,
         deadline=to_datetime(deadline),
-        error_type=None if info is None else info.error_type,
+        error_type=None if info is None else info.error_type or None,
         error_message=None if info is None else info.message,
         error_stack=None if info is None else info.stack,
     )

@@ -30,10 +30,6 @@ def _default_name(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
-def _origin(fn: Callable[..., Any]) -> str:
-    return f"{fn.__module__}.{fn.__qualname__}"
-
-
 def _require_coroutine(fn: Callable[..., Any], what: str) -> None:
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"@{what} needs an async def function, got {fn!r}")
@@ -144,8 +140,8 @@ class WorkflowCatalog:
         if not isinstance(wf, WorkflowFunction):
             raise TypeError(f"workflows must be functions decorated with @workflow, got {wf!r}")
         known = self._by_name.get(wf.name)
-        if known is not None and known is not wf and _origin(known.fn) != _origin(wf.fn):
-            raise DuplicateWorkflow(wf.name, _origin(known.fn), _origin(wf.fn))
+        if known is not None and known is not wf and _default_name(known.fn) != _default_name(wf.fn):
+            raise DuplicateWorkflow(wf.name, _default_name(known.fn), _default_name(wf.fn))
         self._by_name[wf.name] = wf
 
     def get(self, name: str) -> WorkflowFunction[Any, Any] | None:

@@ -81,7 +81,14 @@ def _check(where: str, value: Any, hint: Any) -> Any:
         return _check_generic(where, value, hint, origin)
     if hint in _SIMPLE:
         return _check_simple(where, value, hint)
-    return value  # a type this checker does not know: accepted as is
+    return _check_instance(where, value, hint)
+
+
+def _check_instance(where: str, value: Any, hint: Any) -> Any:
+    """Any other class: the payload must be one of its instances."""
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ValueError(f"{where or 'payload'} must be a {hint.__name__}, got {type(value).__name__}")
+    return value
 
 
 def _check_generic(where: str, value: Any, hint: Any, origin: Any) -> Any:

@@ -5,7 +5,7 @@ an empty body, the webhook's static response, or the workflow's manual one
 (504 when it does not come in time). An unknown token is a 404 with an empty
 body: the token is the route's only credential, and the answer says nothing
 about which tokens exist. ``POST /hooks/{token}`` answers JSON: 200 with the
-hook, or ``{"error": "..."}`` with 400, 404, 409, 413 or 415.
+hook, or ``{"error": "..."}`` with 400, 404, 409, 413, 415, or 503 while the engine shuts down.
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ class HookRoutes:
             return await self._not_a_hook(token, exc)
         except ValueError as exc:  # a typed hook refused the payload
             return _error(400, str(exc))
+        except EngineClosed:  # shutting down: the caller may try again
+            return _error(503, "The engine is shutting down: try again in a moment")
         return _json(200, hook_json(info))
 
     async def _not_a_hook(self, token: str, exc: HookNotFound) -> web.Response:
