@@ -14,6 +14,7 @@ from durable.web import WEBHOOK_PREFIX, make_app, make_webhook_app
 
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
+from .review_routes import add_review_routes
 from .routes import BILLING_QUEUE, MAX_BODY_BYTES, routes
 from .security import add_security_headers, host_guard, is_loopback_bind, origin_guard, token_guard
 from .sse import SseHub
@@ -56,6 +57,7 @@ def create_app(
     hub = SseHub(keepalive=sse_keepalive, write_timeout=sse_write_timeout)
     app[hub_key] = hub
     app.add_routes(routes)
+    add_review_routes(app)  # approve / reject a batch waiting for approval
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
     engine = Engine(db_path, workflows=[generate_invoices])

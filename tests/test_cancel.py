@@ -272,9 +272,7 @@ async def test_a_body_that_raises_its_own_cancellation_ends_cancelled_with_its_r
         assert (info.status, info.error) == (RunStatus.CANCELLED, "nobody decided within 50ms")
         assert await engine.list_hooks(run.run_id) == []  # released with the final status
     # Ended, not waiting to unwind: the next open does not resume it.
-    assert sql.execute("SELECT status, error, unwound FROM runs").fetchall() == [
-        ("cancelled", "nobody decided within 50ms", 1)
-    ]
+    assert sql.execute("SELECT status, error, unwound FROM runs").fetchall() == [("cancelled", "nobody decided within 50ms", 1)]
     async with Engine(db_path) as engine:
         assert engine.stats()["active_runs"] == 0
         assert (await engine.get_run(run.run_id).describe()).error == "nobody decided within 50ms"
