@@ -103,15 +103,16 @@ export class RunHistory {
 
   fill(li, run) {
     const [badge, account, count, when] = li.firstElementChild.children;
-    badge.dataset.status = run.status;
-    badge.textContent = run.status;
+    const waiting = run.waitingFor === "approval";
+    badge.dataset.status = waiting ? "waiting" : run.status;
+    badge.textContent = waiting ? "waiting" : run.status;
     account.textContent = run.accountId ?? "—";
     const done = typeof run.current === "number" ? `${run.current} / ${run.total}` : `${run.total}`;
     count.textContent = done;
     when.dateTime = run.createdAt || "";
     when.textContent = shortTime(run.createdAt);
     li.firstElementChild.setAttribute("aria-label",
-      `${run.accountId}, ${run.status}, ${done} invoices, created ${shortTime(run.createdAt)}`);
+      `${run.accountId}, ${waiting ? "waiting for approval" : run.status}, ${done} invoices, created ${shortTime(run.createdAt)}`);
   }
 
   markSelected(runId) {
