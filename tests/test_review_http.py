@@ -14,11 +14,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from harness import SseEvent, sql_rows, sse_events, stored_invoices, until
+from harness import SseEvent, make_unfinished, sql_rows, sse_events, stored_invoices, until
 from test_http import Api, complete, open_api, progress
 
 from durable import RunStatus
 from invoices.keys import engine_key
+from invoices.routes import BILLING_QUEUE
+from invoices.workflow import generate_invoices
 
 CANCEL_KEYS = ["runId", "message", "previousStatus", "currentStatus", "invoicesIssued"]
 
@@ -359,3 +361,46 @@ async def test_bad_review_fields_are_400_and_start_nothing(api: Api, fields: dic
     response = await api.post("/api/start", {"accountId": "acct_v", **fields})
     assert (response.status, await response.json()) == (400, {"error": message})
     assert await api.app[engine_key].list_runs() == []
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+async def test_batches_from_before_reviews_and_reviewed_ones_replay_the_same_after_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "invoices.db"
+    statuses: list[int] = []
+    api = await open_api(db, statuses)
+    # A batch as stored before reviews existed: four arguments.
+    options = generate_invoices.with_options(queue=BILLING_QUEUE, queue_key="acct_old")
+    old = (await api.app[engine_key].start(options, "acct_old", 3, "10ms", 1)).run_id
+    new = (await start(api, accountId="acct_new", total=3, delay="10ms", reviewFirst=1))["runId"]
+    stream, _ = await until_review(api, new)
+    assert (await decide(api, new, "approve"))[0] == 200
+    assert [event.data["type"] async for event in sse_events(stream)] == ["approved", "progress", "progress", "complete"]
+    before = {run_id: (await api.events(run_id), await timeline(api, run_id)) for run_id in (old, new)}
+    assert before[old][1] == ["step", "sleep", "step", "sleep", "step", "sleep"]
+    assert before[new][1] == ["step", "hook", "receive", "step", "sleep", "step", "sleep"]
+    status = await api.status(old)
+    assert (status["reviewFirst"], status["approvalTimeout"], status["priceVersion"]) == (0, "24h", 1)
+    await api.client.close()
+
+    # As a crash would leave them: unfinished, every operation journaled. Each replays to
+    # the same end, with no operation, event or invoice more.
+    for run_id in (old, new):
+        make_unfinished(db, run_id)
+    api = await open_api(db, statuses)
+    try:
+        for run_id in (old, new):
+            assert (await api.events(run_id), await timeline(api, run_id)) == before[run_id]
+            assert (await api.status(run_id))["status"] == "completed"
+    finally:
+        await api.client.close()
+    assert stored_invoices(db) == [(f"INV-acct_new-{n:04d}", n) for n in (1, 2, 3)] + [
+        (f"INV-acct_old-{n:04d}", n) for n in (1, 2, 3)
+    ]
+    assert [status for status in statuses if status >= 500] == []
+
+
+async def timeline(api: Api, run_id: str) -> list[str]:
+    detail = await (await api.client.get(f"/api/runs/{run_id}")).json()
+    return [op["kind"] for op in detail["timeline"]]
