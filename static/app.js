@@ -225,6 +225,7 @@ function selectRun(runId, { push = false, initial = null } = {}) {
     // Invoices issued when the batch asked for approval, while it waits (from its
     // "review" event or the status' waitingFor); null otherwise.
     reviewed: null,
+    approved: false, // once known approved, an older status answer cannot show the wait again
   };
   const run = current;
   run.follower = new RunFollower(runId, {
@@ -270,7 +271,7 @@ async function refreshStatus(run, attempt = 0) {
     if (typeof info.total === "number") run.total = info.total;
     // The stream says when the wait ends ("approved", or the batch's end); the status
     // only tells a wait the stream has not delivered yet.
-    if (info.waitingFor === "approval" && run.reviewed === null) run.reviewed = info.current;
+    if (info.waitingFor === "approval" && run.reviewed === null && !run.approved) run.reviewed = info.current;
     if (TERMINAL.has(info.status) && typeof info.current === "number" && run.finalCount === null) {
       run.finalCount = info.current;
     }
@@ -311,6 +312,7 @@ function onStreamEvent(run, index, data) {
     run.reviewed = typeof data.current === "number" ? data.current : table.count;
   } else if (data.type === "approved") {
     run.reviewed = null;
+    run.approved = true;
   } else if (data.type in EVENT_STATUS) {
     run.reviewed = null;
     run.status = EVENT_STATUS[data.type];
@@ -463,6 +465,7 @@ async function approveCurrent() {
     if (!isCurrent(run)) return;
     run.info = info;
     run.reviewed = null;
+    run.approved = true;
     renderRun();
     view["run-panel"].focus();
     runHistory.refresh();
