@@ -276,8 +276,11 @@ class RunContext:
             args, kwargs = decode_call(self.input_data)
             value = await self.workflow.fn(*args, **kwargs)
             return RunStatus.COMPLETED, encode(value, where="the workflow's result"), None
-        except RunCancelled:
-            return RunStatus.CANCELLED, None, None
+        except RunCancelled as exc:
+            # Raised by the body itself, without a cancel() (it gives up: an approval that
+            # timed out, say): the run ends cancelled, with the reason it gave as its error.
+            reason = exc.reason if exc.run_id == self.run_id else None
+            return RunStatus.CANCELLED, None, ErrorInfo.reason(reason)
         except Exception as exc:
             return RunStatus.FAILED, None, ErrorInfo.of(exc)
 

@@ -16,6 +16,7 @@ from .correction import correct_invoices
 from .correction_routes import add_correction_routes
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
+from .review_routes import add_review_routes
 from .routes import BILLING_QUEUE, MAX_BODY_BYTES, routes
 from .security import add_security_headers, host_guard, is_loopback_bind, origin_guard, token_guard
 from .sse import SseHub
@@ -64,6 +65,7 @@ def create_app(
     app[hub_key] = hub
     app.add_routes(routes)
     add_correction_routes(app)
+    add_review_routes(app)  # approve / reject a batch waiting for approval
     app.add_routes(static_routes(Path(static_dir) if static_dir is not None else DEFAULT_STATIC_DIR))
     app.on_response_prepare.append(add_security_headers)
     engine = Engine(db_path, workflows=[generate_invoices, correct_invoices])

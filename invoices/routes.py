@@ -9,25 +9,26 @@ from __future__ import annotations
 import csv
 import io
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
 
-from durable import CannotCancel, Run, RunConflict, RunInfo, RunStatus
+from durable import CannotCancel, Engine, Run, RunConflict, RunInfo, RunStatus
 
 from .correction import correction_input
 from .errors import ApiError
 from .keys import engine_key, hub_key, store_key
 from .pricing import SEED_PRICE_VERSION
 from .responses import JSON_CONTENT_TYPE, json_response
+from .review import APPROVAL, waiting_for, waiting_runs
 from .sse import stream_run
 from .store import Invoice
 from .timestamps import iso_ms
-from .validation import ACCOUNT_ID_RE, ValidationError, validate_prices, validate_start
+from .validation import ACCOUNT_ID_RE, DEFAULT_APPROVAL_TIMEOUT, StartRequest, ValidationError, validate_prices, validate_start
 from .workflow import generate_invoices
 
-__all__ = ["BILLING_QUEUE", "MAX_BODY_BYTES", "routes"]
+__all__ = ["BILLING_QUEUE", "MAX_BODY_BYTES", "cancelled_json", "read_json_object", "route_run_id", "routes", "status_json"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 500
@@ -79,6 +80,10 @@ def _run_id(value: object, source: str) -> str:
     return value
 
 
+#: The run id of a request, for routes in other modules: 400 when missing, 404 when no run could have it.
+route_run_id = _run_id
+
+
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -102,28 +107,45 @@ def _start_index(request: web.Request) -> int:
 # -- response shapes ------------------------------------------------------------------
 
 
-_BATCH_ARGS = ("account_id", "total", "delay", "price_version")
+class BatchInput(NamedTuple):
+    """A batch's arguments as its run stored them (the workflow's defaults for those it lacks)."""
+
+    account_id: Any
+    total: Any
+    delay: Any
+    price_version: Any
+    review_first: Any
+    approval_timeout: Any
 
 
-def _batch_input(info: RunInfo) -> tuple[Any, Any, Any, Any]:
-    # Batches started before prices were versioned have no price_version
-    # argument: they bill at the seed's prices, version 1.
-    values: list[Any] = [None, None, None, SEED_PRICE_VERSION]
-    for position, value in enumerate(info.args[: len(_BATCH_ARGS)]):
+# Batches started before prices were versioned have no price_version argument: they
+# bill at the seed's prices, version 1; batches started before reviews review nothing.
+_BATCH_DEFAULTS = BatchInput(None, None, None, SEED_PRICE_VERSION, 0, DEFAULT_APPROVAL_TIMEOUT)
+
+
+def _batch_input(info: RunInfo) -> BatchInput:
+    values: list[Any] = list(_BATCH_DEFAULTS)
+    for position, value in enumerate(info.args[: len(values)]):
         values[position] = value
-    for position, name in enumerate(_BATCH_ARGS):
+    for position, name in enumerate(BatchInput._fields):
         if name in info.kwargs:
             values[position] = info.kwargs[name]
-    return values[0], values[1], values[2], values[3]
+    return BatchInput(*values)
 
 
-def run_json(info: RunInfo, current: int) -> dict[str, Any]:
-    """The status body of a run: a batch, or a correction run (``current`` counts its replacements)."""
+def _run_input(info: RunInfo) -> tuple[Any, ...]:
+    """(account, total, delay, price version, reviewFirst, approvalTimeout) of a batch or a correction run."""
     correction = correction_input(info)
     if correction is None:
-        account_id, total, delay, price_version = _batch_input(info)
-    else:
-        account_id, total, delay, price_version = correction.account_id, correction.total, None, correction.price_version
+        return _batch_input(info)
+    return correction.account_id, correction.total, None, correction.price_version, None, None
+
+
+def run_json(info: RunInfo, current: int, waiting: str | None = None) -> dict[str, Any]:
+    """The status body of a run (a batch, or a correction run whose ``current`` counts its replacements);
+    ``waiting`` is what it waits for (``"approval"``), if anything."""
+    correction = correction_input(info)
+    account_id, total, delay, price_version, review_first, approval_timeout = _run_input(info)
     body = {
         "runId": info.run_id,
         "kind": "batch" if correction is None else "correction",
@@ -138,17 +160,32 @@ def run_json(info: RunInfo, current: int) -> dict[str, Any]:
         "current": current,
         "error": info.error,
         "queuePosition": info.queue_position,
+        "reviewFirst": review_first,
+        "approvalTimeout": approval_timeout,
+        "waitingFor": waiting,
     }
     if correction is not None:
         body["correctsRunId"] = correction.corrects_run_id
     return body
 
 
-async def _describe(request: web.Request, run_id: str) -> tuple[RunInfo, int]:
-    run = request.app[engine_key].get_run(run_id)
-    info = await run.describe()
+async def status_json(request: web.Request, run_id: str) -> dict[str, Any]:
+    """The status body of a run, read now; ``RunNotFound`` (404) for an unknown one."""
+    engine = request.app[engine_key]
+    info = await engine.get_run(run_id).describe()
     current = await request.app[store_key].count_for_run(run_id)
-    return info, current
+    return run_json(info, current, await waiting_for(engine, run_id))
+
+
+def cancelled_json(run_id: str, previous: RunStatus, issued: int, message: str) -> dict[str, Any]:
+    """The answer of a cancel (and of a rejection): ``invoicesIssued`` is final."""
+    return {
+        "runId": run_id,
+        "message": message,
+        "previousStatus": str(previous),
+        "currentStatus": str(RunStatus.CANCELLED),
+        "invoicesIssued": issued,
+    }
 
 
 # -- routes -----------------------------------------------------------------------------
@@ -165,27 +202,28 @@ def _request_id(body: dict[str, Any]) -> str | None:
     return value
 
 
-async def _start_batch(
-    request: web.Request, request_id: str | None, account_id: str, total: int, delay: str, version: int
-) -> tuple[Run, int]:
+async def _start_batch(engine: Engine, request_id: str | None, batch: StartRequest, version: int) -> tuple[Run, int]:
     """Queue the batch behind the account's earlier ones; a repeated requestId gives its first run (and its price version)."""
     options = generate_invoices.with_options(
-        run_id=None if request_id is None else f"req-{request_id}", queue=BILLING_QUEUE, queue_key=account_id
+        run_id=None if request_id is None else f"req-{request_id}", queue=BILLING_QUEUE, queue_key=batch.account_id
     )
+    args = (batch.account_id, batch.total, batch.delay, version, batch.review_first, batch.approval_timeout)
     try:
-        run = await request.app[engine_key].start(options, account_id, total, delay, version)
+        run = await engine.start(options, *args)
     except RunConflict:
         raise ApiError(409, f"requestId {request_id!r} is taken by a run of another kind: send a new requestId") from None
     if request_id is not None:
-        *first, version = _batch_input(await run.describe())
-        if first != [account_id, total, delay]:
+        first = _batch_input(await run.describe())
+        if first._replace(price_version=version) != args:
             # Like Stripe's idempotency keys: a key names one request; reusing it for another is a client bug.
             raise ApiError(
                 409,
-                f"requestId {request_id!r} was already used for another batch (accountId {first[0]}, total {first[1]}, "
-                f"delay {first[2]}): send a new requestId for a new batch",
+                f"requestId {request_id!r} was already used for another batch (accountId {first.account_id}, total"
+                f" {first.total}, delay {first.delay}, reviewFirst {first.review_first}, approvalTimeout"
+                f" {first.approval_timeout}): send a new requestId for a new batch",
                 runId=run.run_id,
             )
+        version = first.price_version
     return run, version
 
 
@@ -200,7 +238,7 @@ async def start(request: web.Request) -> web.Response:
     request_id = _request_id(body)
     # Decided here and passed as an argument, so that a replay prices at the same version.
     version = (await request.app[store_key].latest_price_list()).version
-    run, version = await _start_batch(request, request_id, batch.account_id, batch.total, batch.delay, version)
+    run, version = await _start_batch(request.app[engine_key], request_id, batch, version)
     return json_response(
         {
             "runId": run.run_id,
@@ -208,6 +246,8 @@ async def start(request: web.Request) -> web.Response:
             "total": batch.total,
             "delay": batch.delay,
             "priceVersion": version,
+            "reviewFirst": batch.review_first,
+            "approvalTimeout": batch.approval_timeout,
             "message": "Invoice workflow started",
         }
     )
@@ -219,8 +259,7 @@ async def status(request: web.Request) -> web.Response:
     if "runId" not in request.query:
         raise ApiError(400, "runId query parameter is required: /api/status?runId=<id>")
     run_id = _run_id(request.query["runId"], "query parameter")
-    info, current = await _describe(request, run_id)
-    return json_response(run_json(info, current))
+    return json_response(await status_json(request, run_id))
 
 
 @routes.post("/api/cancel")
@@ -239,13 +278,7 @@ async def cancel(request: web.Request) -> web.Response:
             currentStatus=str(current),
         ) from None
     issued = await request.app[store_key].count_for_run(run_id)
-    body = {
-        "runId": run_id,
-        "message": "Workflow cancelled successfully",
-        "previousStatus": str(previous),
-        "currentStatus": str(RunStatus.CANCELLED),
-        "invoicesIssued": issued,
-    }
+    body = cancelled_json(run_id, previous, issued, "Workflow cancelled successfully")
     if correction_input(await run.describe()) is not None:
         body["invoicesCorrected"] = issued  # a correction run issues one replacement per invoice it corrected
     return json_response(body)
@@ -276,16 +309,19 @@ async def list_runs(request: web.Request) -> web.Response:
             choices = ", ".join(str(s) for s in RunStatus)
             raise ApiError(400, f"status must be one of {choices}, got {raw_status[:40]!r}") from None
     limit = _query_int(request, "limit", 50, 1, MAX_LIST_LIMIT)
-    infos = await request.app[engine_key].list_runs(status=run_status, limit=limit)
+    engine = request.app[engine_key]
+    infos = await engine.list_runs(status=run_status, limit=limit)
     counts = await request.app[store_key].counts_for_runs([info.run_id for info in infos])
-    return json_response({"runs": [run_json(info, counts.get(info.run_id, 0)) for info in infos]})
+    waiting = await waiting_runs(engine)
+    runs = [run_json(info, counts.get(info.run_id, 0), APPROVAL if info.run_id in waiting else None) for info in infos]
+    return json_response({"runs": runs})
 
 
 @routes.get("/api/runs/{runId}")
 async def run_detail(request: web.Request) -> web.Response:
     """A run's status plus its timeline: each step and sleep, each attempt, with times."""
     run_id = _run_id(request.match_info["runId"], "path")
-    info, current = await _describe(request, run_id)
+    status = await status_json(request, run_id)
     operations = await request.app[engine_key].get_run(run_id).timeline()
     timeline = [
         {
@@ -308,7 +344,7 @@ async def run_detail(request: web.Request) -> web.Response:
         }
         for op in operations
     ]
-    return json_response({**run_json(info, current), "timeline": timeline})
+    return json_response({**status, "timeline": timeline})
 
 
 _CSV_COLUMNS = (

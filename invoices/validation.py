@@ -9,8 +9,14 @@ Decisions the design leaves open for ``POST /api/start``, made here:
 - ``delay`` must be a duration *string* (``"0s"``, ``"500ms"``, ``"1.5h"``, or
   a bare number string meaning milliseconds), parsed by
   ``durable.parse_duration``; ``0`` to ``24h`` inclusive.
-- An absent ``total`` or ``delay`` takes its default; an explicit ``null`` is
-  an error (it is more likely a bug than a wish for the default).
+- ``reviewFirst`` (issue 15) is a JSON integer from 0 to 100 and at most
+  ``total``: the batch issues that many invoices, then waits for a person's
+  approval. ``approvalTimeout`` is a duration string above ``0s`` and up to 7
+  days (how long that wait may last); it is checked even when ``reviewFirst``
+  is 0, so a request is either valid or not whatever the other fields say.
+- An absent ``total``, ``delay``, ``reviewFirst`` or ``approvalTimeout`` takes
+  its default; an explicit ``null`` is an error (it is more likely a bug than
+  a wish for the default).
 - Unknown extra fields are ignored, so that older servers accept bodies from
   newer panels; they are never stored.
 
@@ -35,11 +41,14 @@ from .pricing import BILLED_SKUS, Product
 
 __all__ = [
     "ACCOUNT_ID_RE",
+    "DEFAULT_APPROVAL_TIMEOUT",
     "DEFAULT_DELAY",
     "DEFAULT_TOTAL",
+    "MAX_APPROVAL_TIMEOUT_SECONDS",
     "MAX_DELAY_SECONDS",
     "MAX_DESCRIPTION_CHARS",
     "MAX_PRODUCTS",
+    "MAX_REVIEW_FIRST",
     "MAX_TAX_BASIS_POINTS",
     "MAX_TOTAL",
     "MAX_UNIT_PRICE_CENTS",
@@ -56,7 +65,12 @@ DEFAULT_TOTAL = 50
 MAX_TOTAL = 10_000
 DEFAULT_DELAY = "1s"
 MAX_DELAY_SECONDS = 24 * 60 * 60
-_MAX_DELAY_TEXT = 32  # longer strings are not durations anyone types; don't parse them
+MAX_REVIEW_FIRST = 100
+DEFAULT_APPROVAL_TIMEOUT = "24h"
+MAX_APPROVAL_TIMEOUT_SECONDS = 7 * 24 * 60 * 60
+_MAX_DURATION_TEXT = 32  # longer strings are not durations anyone types; don't parse them
+_DELAY_RULE = 'delay must be a duration string from "0s" to "24h" (e.g. "500ms", "1s", "5m")'
+_APPROVAL_TIMEOUT_RULE = 'approvalTimeout must be a duration string above "0s" and up to "7 days" (e.g. "200ms", "30m", "24h")'
 
 SKU_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 MAX_PRODUCTS = 200
@@ -82,6 +96,8 @@ class StartRequest:
     total: int
     delay: str
     delay_seconds: float
+    review_first: int = 0
+    approval_timeout: str = DEFAULT_APPROVAL_TIMEOUT
 
 
 def _show(value: Any) -> str:
@@ -123,20 +139,35 @@ def _total(body: dict[str, Any]) -> int:
     return value
 
 
-def _delay(body: dict[str, Any]) -> tuple[str, float]:
-    value = body.get("delay", _MISSING)
+def _duration(body: dict[str, Any], name: str, default: str, rule: str, *, zero: bool, high: float) -> tuple[str, float]:
+    """A duration string field (``zero``: whether 0 is allowed) and its seconds, at most ``high``."""
+    value = body.get(name, _MISSING)
     if value is _MISSING:
-        return DEFAULT_DELAY, parse_duration(DEFAULT_DELAY)
-    rule = 'delay must be a duration string from "0s" to "24h" (e.g. "500ms", "1s", "5m")'
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_DELAY_TEXT:
+        return default, parse_duration(default)
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_DURATION_TEXT:
         raise ValidationError(f"{rule}, got {_show(value)}")
     try:
         seconds = parse_duration(value)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValidationError(f"{rule}, got {_show(value)}: {exc}") from None
-    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DELAY_SECONDS:
+    low = 0 <= seconds if zero else 0 < seconds
+    if not math.isfinite(seconds) or not low or seconds > high:
         raise ValidationError(f"{rule}, got {_show(value)}")
     return value, seconds
+
+
+def _review_first(body: dict[str, Any], total: int) -> int:
+    value = body.get("reviewFirst", _MISSING)
+    if value is _MISSING:
+        return 0
+    if not _is_int(value) or not 0 <= value <= MAX_REVIEW_FIRST:
+        raise ValidationError(f"reviewFirst must be an integer from 0 to {MAX_REVIEW_FIRST}, got {_show(value)}")
+    if value > total:
+        raise ValidationError(
+            f"reviewFirst must be at most total ({total}): a batch reviews only invoices it issues, got {value}"
+        )
+    result: int = value
+    return result
 
 
 def validate_start(body: Any) -> StartRequest:
@@ -145,8 +176,19 @@ def validate_start(body: Any) -> StartRequest:
         raise ValidationError(f"request body must be a JSON object, got {_show(body)}")
     account_id = _account_id(body)
     total = _total(body)
-    delay, seconds = _delay(body)
-    return StartRequest(account_id=account_id, total=total, delay=delay, delay_seconds=seconds)
+    delay, seconds = _duration(body, "delay", DEFAULT_DELAY, _DELAY_RULE, zero=True, high=MAX_DELAY_SECONDS)
+    review_first = _review_first(body, total)
+    approval_timeout, _ = _duration(
+        body, "approvalTimeout", DEFAULT_APPROVAL_TIMEOUT, _APPROVAL_TIMEOUT_RULE, zero=False, high=MAX_APPROVAL_TIMEOUT_SECONDS
+    )
+    return StartRequest(
+        account_id=account_id,
+        total=total,
+        delay=delay,
+        delay_seconds=seconds,
+        review_first=review_first,
+        approval_timeout=approval_timeout,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The invoice batch workflow and its one step.
+"""The invoice batch workflow and its one step (and, with ``reviewFirst``, its wait for approval: ``review.py``).
 
 The step reaches the invoice store through the engine that runs it
 (``durable.get_resources(InvoiceStore)``): the app creates its engine with
@@ -26,7 +26,9 @@ from durable import (
 )
 
 from .pricing import SEED_PRICE_VERSION
+from .review import timed_out_reason, wait_for_approval
 from .store import Invoice, InvoiceStore
+from .validation import DEFAULT_APPROVAL_TIMEOUT
 
 __all__ = ["WORKFLOW_NAME", "generate_invoices", "is_terminal_event", "issue_invoice"]
 
@@ -125,49 +127,82 @@ async def _issue_window(
     return len(results) - len(errors), first
 
 
+class _Batch:
+    """What the workflow body knows of its batch while it issues: the input, and how many went out."""
+
+    def __init__(self, run_id: str, account_id: str, total: int, delay: str, price_version: int) -> None:
+        self.run_id = run_id
+        self.account_id = account_id
+        self.total = total
+        self.delay = delay
+        self.price_version = price_version
+        self.issued = 0
+        # Pure functions of the input, so replay calls the same operations.
+        self.pause = parse_duration(delay) > 0
+        self.window = 1 if self.pause else ZERO_DELAY_WINDOW
+
+    async def issue(self, first: int, last: int) -> None:
+        """Issue invoices ``first`` to ``last`` (its k), sleeping ``delay`` between two, in windows when 0."""
+        for start in range(first, last + 1, self.window):
+            numbers = range(start, min(last, start + self.window - 1) + 1)
+            done, error = await _issue_window(self.run_id, self.account_id, numbers, self.total, self.price_version)
+            self.issued += done
+            if error is not None:
+                raise error
+            if self.pause and numbers[-1] < last:
+                await sleep(self.delay)
+
+
 @workflow(name=WORKFLOW_NAME)
-async def generate_invoices(account_id: str, total: int, delay: str, price_version: int = SEED_PRICE_VERSION) -> dict[str, Any]:
+async def generate_invoices(
+    account_id: str,
+    total: int,
+    delay: str,
+    price_version: int = SEED_PRICE_VERSION,
+    review_first: int = 0,
+    approval_timeout: str = DEFAULT_APPROVAL_TIMEOUT,
+) -> dict[str, Any]:
     """Issue ``total`` invoices at price list ``price_version``, sleeping ``delay`` between two (in windows when 0).
 
     ``price_version`` is decided when the batch starts, so a replay prices the
     same way; runs started before prices were versioned default to the seed's.
+    With ``review_first`` (k), the batch issues k invoices, then waits for its
+    approval (``review.wait_for_approval``) at most ``approval_timeout`` before
+    the rest; runs started before reviews existed default to none, and replay
+    the operations they made.
     """
     run_id = get_workflow_metadata().run_id
     out = get_writable()
-    # Pure functions of the input, so replay calls the same operations.
-    pause = parse_duration(delay) > 0
-    window = 1 if pause else ZERO_DELAY_WINDOW
-    issued = 0
+    batch = _Batch(run_id, account_id, total, delay, price_version)
     try:
-        for first in range(1, total + 1, window):
-            numbers = range(first, min(total, first + window - 1) + 1)
-            done, error = await _issue_window(run_id, account_id, numbers, total, price_version)
-            issued += done
-            if error is not None:
-                raise error
-            if pause and numbers[-1] < total:
-                await sleep(delay)
+        await batch.issue(1, review_first)
+        if review_first:
+            await wait_for_approval(run_id, account_id, review_first, total, approval_timeout)
+        await batch.issue(review_first + 1, total)
         # A cancel that arrives while the last step runs lets that step finish;
         # this zero sleep is the checkpoint where such a cancel is noticed, so
         # that a cancelled run's stream ends with "cancelled", not "complete".
         await sleep(0)
-    except RunCancelled:
+    except RunCancelled as exc:
         # The store is the truth: after a crash during the cancel, steps that were in
         # flight may have issued their invoice without their result reaching the
         # journal, so the replayed count can be short. No invoice of this run can be
         # issued any more, and this event is journaled once, so the read is final.
         # A number taken by a step that never finished is given back (or its invoice issued) first.
+        issued = batch.issued
         with contextlib.suppress(Exception):
             await get_resources(InvoiceStore).settle_run(run_id)
         with contextlib.suppress(Exception):
             issued = max(issued, await get_resources(InvoiceStore).count_for_run(run_id))
+        # Cancelled by itself, the approval's timer having fired: the event says so too.
+        why = f": {exc.reason}" if review_first and exc.reason == timed_out_reason(approval_timeout) else ""
         await out.write(
             _event(
                 "cancelled",
                 issued,
                 total,
                 account_id,
-                f"Invoice batch cancelled after {issued} of {total} invoices",
+                f"Invoice batch cancelled after {issued} of {total} invoices{why}",
             )
         )
         raise
@@ -179,10 +214,10 @@ async def generate_invoices(account_id: str, total: int, delay: str, price_versi
         await out.write(
             _event(
                 "error",
-                issued,
+                batch.issued,
                 total,
                 account_id,
-                f"Invoice batch failed after {issued} of {total} invoices: {exc}",
+                f"Invoice batch failed after {batch.issued} of {total} invoices: {exc}",
             )
         )
         raise

@@ -109,7 +109,9 @@ async function request(method, path, body) {
 const enc = encodeURIComponent;
 
 export const api = {
-  start: (accountId, total, delay) => request("POST", "/api/start", { accountId, total, delay }),
+  start: (accountId, total, delay, reviewFirst = 0) => request("POST", "/api/start", { accountId, total, delay, reviewFirst }),
+  approve: (runId) => request("POST", `/api/runs/${enc(runId)}/approve`, {}),
+  reject: (runId) => request("POST", `/api/runs/${enc(runId)}/reject`, {}),
   status: (runId) => request("GET", `/api/status?runId=${enc(runId)}`),
   run: (runId) => request("GET", `/api/runs/${enc(runId)}`),
   cancel: (runId) => request("POST", "/api/cancel", { runId }),

@@ -9,6 +9,7 @@ import { InvoiceTable } from "./table.js";
 import { RunHistory } from "./history.js";
 import { PricePanel } from "./prices.js";
 import { CorrectionPanel } from "./correction.js";
+import { ApprovalBanner } from "./review.js";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const EVENT_STATUS = { complete: "completed", cancelled: "cancelled", error: "failed" };
 
@@ -72,6 +73,8 @@ const form = {
       });
       input.addEventListener("input", () => {
         if (this.touched.has(name) || input.value.length > 0) this.check(name);
+        // reviewFirst is bounded by total: a changed total may make it right, or wrong.
+        if (name === "total" && this.touched.has("reviewFirst")) this.check("reviewFirst");
         this.showFormError(null);
       });
     }
@@ -84,10 +87,10 @@ const form = {
 
   check(name) {
     const input = this.el.elements[name];
-    // A number field holding something that is not a number reports "" as its value.
-    const message = input.validity.badInput
-      ? "Must be a whole number from 1 to 10000."
-      : VALIDATORS[name](input.value);
+    const values = Object.fromEntries(Object.keys(VALIDATORS).map((field) => [field, this.el.elements[field].value]));
+    // A number field holding something that is not a number reports "" as its value:
+    // the validator's message for text that is not a number.
+    const message = VALIDATORS[name](input.validity.badInput ? "x" : input.value, values);
     this.showFieldError(name, message);
     return message === null;
   },
@@ -120,8 +123,10 @@ const form = {
     button.textContent = "Starting…";
     this.showFormError(null);
     try {
-      const { accountId, total, delay } = this.el.elements;
-      const started = await api.start(accountId.value.trim(), Number(total.value.trim()), delay.value.trim());
+      const { accountId, total, delay, reviewFirst } = this.el.elements;
+      const started = await api.start(
+        accountId.value.trim(), Number(total.value.trim()), delay.value.trim(), Number(reviewFirst.value.trim()),
+      );
       runHistory.refresh();
       selectRun(started.runId, { push: true, initial: started });
     } catch (err) {
@@ -151,6 +156,7 @@ const form = {
 const view = {};
 let table;
 let correction;
+let banner;
 // The selected run: { runId, status, total, current (invoices seen), finalCount
 // (from the terminal event or the cancel answer), info (last /api/status), follower, ... }
 let current = null;
@@ -182,6 +188,17 @@ function initView() {
     csv: $("corrections-csv"),
     error: $("correction-error"),
   }, { table, onChange: () => runHistory.refresh() });
+  banner = new ApprovalBanner({
+    section: $("approval"),
+    text: $("approval-text"),
+    list: $("approval-invoices"),
+    approve: $("approve-button"),
+    reject: $("reject-button"),
+    error: $("approval-error"),
+    fetchInvoices: (runId) => api.invoices(runId),
+    onApprove: approveCurrent,
+    onReject: rejectCurrent,
+  });
   view["cancel-button"].addEventListener("click", cancelCurrent);
   view["csv-link"].addEventListener("click", (event) => {
     if (!current || !getToken()) return; // a plain link works without a token
@@ -220,6 +237,10 @@ function selectRun(runId, { push = false, initial = null } = {}) {
     finalCount: null,
     errorMessage: null,
     statusError: false,
+    // Invoices issued when the batch asked for approval, while it waits (from its
+    // "review" event or the status' waitingFor); null otherwise.
+    reviewed: null,
+    approved: false, // once known approved, an older status answer cannot show the wait again
   };
   const run = current;
   run.follower = new RunFollower(runId, {
@@ -263,6 +284,9 @@ async function refreshStatus(run, attempt = 0) {
       run.status = info.status;
     }
     if (typeof info.total === "number") run.total = info.total;
+    // The stream says when the wait ends ("approved", or the batch's end); the status
+    // only tells a wait the stream has not delivered yet.
+    if (info.waitingFor === "approval" && run.reviewed === null && !run.approved) run.reviewed = info.current;
     if (TERMINAL.has(info.status) && typeof info.current === "number" && run.finalCount === null) {
       run.finalCount = info.current;
     }
@@ -309,7 +333,13 @@ function onStreamEvent(run, index, data) {
       run.status = "running";
       refreshStatus(run); // picks up startedAt
     }
+  } else if (data.type === "review") {
+    run.reviewed = typeof data.current === "number" ? data.current : table.count;
+  } else if (data.type === "approved") {
+    run.reviewed = null;
+    run.approved = true;
   } else if (data.type in EVENT_STATUS) {
+    run.reviewed = null;
     run.status = EVENT_STATUS[data.type];
     // A correction's `current` also counts invoices it skipped or rolled back.
     const count = typeof data.invoicesCorrected === "number" ? data.invoicesCorrected : data.current;
@@ -363,7 +393,9 @@ function statusSentence(run) {
   const done = run.finalCount ?? run.cancelResult?.invoicesIssued ?? run.current;
   switch (run.status) {
     case "pending": return "Pending: waiting to start.";
-    case "running": return "Running.";
+    case "running": return isWaiting(run)
+      ? `Waiting for approval after ${run.reviewed} of ${total} invoices.`
+      : "Running.";
     case "completed":
       return `Completed: ${done} of ${total} invoices ${run.info?.kind === "correction" ? "corrected" : "issued"}.`;
     case "cancelled": return `Cancelled after ${done} of ${total} invoices.`;
@@ -390,8 +422,9 @@ function renderRun() {
   const info = run.info || {};
   view["run-panel"].dataset.status = status;
   badge.hidden = false;
-  badge.dataset.status = status;
-  badge.textContent = status;
+  badge.dataset.status = isWaiting(run) ? "waiting" : status;
+  badge.textContent = isWaiting(run) ? "waiting for approval" : status;
+  banner.render(isWaiting(run) ? { runId: run.runId, current: run.reviewed, total: Number(run.total) || 0 } : null);
 
   view["run-id"].textContent = run.runId;
   view["run-account"].textContent = info.accountId || "—";
@@ -436,6 +469,61 @@ function renderRun() {
   correction.setRun(run.runId, status);
 }
 
+function isWaiting(run) {
+  return run.reviewed !== null && run.status === "running";
+}
+
+/** The answer of a cancel (or a rejection), whose count is final, shown at once. */
+function showCancelled(run, result) {
+  run.cancelResult = result;
+  run.status = "cancelled";
+  run.reviewed = null;
+  if (typeof result.invoicesIssued === "number") {
+    run.finalCount = result.invoicesIssued;
+    run.current = Math.max(run.current, result.invoicesIssued);
+  }
+  renderRun();
+  // The buttons are gone now; keep keyboard focus somewhere useful.
+  if (view["csv-link"].hidden) view["run-panel"].focus();
+  else view["csv-link"].focus();
+  refreshStatus(run);
+  runHistory.refresh();
+}
+
+async function approveCurrent() {
+  const run = current;
+  if (!run) return;
+  banner.busy("approve");
+  try {
+    const info = await api.approve(run.runId);
+    if (!isCurrent(run)) return;
+    run.info = info;
+    run.reviewed = null;
+    run.approved = true;
+    renderRun();
+    view["run-panel"].focus();
+    runHistory.refresh();
+  } catch (err) {
+    if (!isCurrent(run)) return;
+    banner.failed(`Not approved: ${err.message}`);
+    refreshStatus(run);
+  }
+}
+
+async function rejectCurrent() {
+  const run = current;
+  if (!run) return;
+  banner.busy("reject");
+  try {
+    const result = await api.reject(run.runId);
+    if (isCurrent(run)) showCancelled(run, result);
+  } catch (err) {
+    if (!isCurrent(run)) return;
+    banner.failed(`Not rejected: ${err.message}`);
+    refreshStatus(run);
+  }
+}
+
 async function cancelCurrent() {
   const run = current;
   if (!run) return;
@@ -445,19 +533,7 @@ async function cancelCurrent() {
   showError(null);
   try {
     const result = await api.cancel(run.runId);
-    if (!isCurrent(run)) return;
-    run.cancelResult = result;
-    run.status = "cancelled";
-    if (typeof result.invoicesIssued === "number") {
-      run.finalCount = result.invoicesIssued;
-      run.current = Math.max(run.current, result.invoicesIssued);
-    }
-    renderRun();
-    // The cancel button is gone now; keep keyboard focus somewhere useful.
-    if (view["csv-link"].hidden) view["run-panel"].focus();
-    else view["csv-link"].focus();
-    refreshStatus(run);
-    runHistory.refresh();
+    if (isCurrent(run)) showCancelled(run, result);
   } catch (err) {
     if (!isCurrent(run)) return;
     button.disabled = false;

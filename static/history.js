@@ -103,8 +103,9 @@ export class RunHistory {
 
   fill(li, run) {
     const [badge, account, count, when] = li.firstElementChild.children;
-    badge.dataset.status = run.status;
-    badge.textContent = run.status;
+    const waiting = run.waitingFor === "approval";
+    badge.dataset.status = waiting ? "waiting" : run.status;
+    badge.textContent = waiting ? "waiting" : run.status;
     // A correction run names what it is: its counts are invoices corrected, not issued.
     const what = run.kind === "correction" ? "correction" : "batch";
     account.textContent = what === "correction" ? `${run.accountId ?? "—"} · correction` : (run.accountId ?? "—");
@@ -114,7 +115,7 @@ export class RunHistory {
     when.textContent = shortTime(run.createdAt);
     const label = what === "correction" ? `${run.accountId} correction` : run.accountId;
     li.firstElementChild.setAttribute("aria-label",
-      `${label}, ${run.status}, ${done} invoices${what === "correction" ? " corrected" : ""}, created ${shortTime(run.createdAt)}`);
+      `${label}, ${waiting ? "waiting for approval" : run.status}, ${done} invoices${what === "correction" ? " corrected" : ""}, created ${shortTime(run.createdAt)}`);
   }
 
   markSelected(runId) {

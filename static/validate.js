@@ -60,10 +60,26 @@ export function validateDelay(value) {
   return null;
 }
 
+export const MAX_REVIEW_FIRST = 100;
+
+/** reviewFirst: 0-100 and at most total (`values.total`, the total field's text, when that is valid). */
+export function validateReviewFirst(value, values = {}) {
+  const text = value.trim();
+  if (text === "") return "Required: 0 for no review.";
+  if (!/^\d+$/.test(text) || Number(text) > MAX_REVIEW_FIRST) return `Must be a whole number from 0 to ${MAX_REVIEW_FIRST}.`;
+  const total = String(values.total ?? "").trim();
+  if (validateTotal(total) === null && Number(text) > Number(total)) {
+    return `Must be at most the number of invoices (${total}), got ${text}.`;
+  }
+  return null;
+}
+
+// Each takes the field's text and the texts of the whole form (for rules across fields).
 export const VALIDATORS = {
   accountId: validateAccountId,
   total: validateTotal,
   delay: validateDelay,
+  reviewFirst: validateReviewFirst,
 };
 
 // ---- price list (PUT /api/prices)

@@ -13,9 +13,12 @@ from harness import until
 from durable import (
     CannotCancel,
     Engine,
+    HookTimeout,
     Run,
     RunCancelled,
     RunStatus,
+    create_hook,
+    get_workflow_metadata,
     get_writable,
     sleep,
     step,
@@ -246,3 +249,30 @@ async def test_close_during_cancel_leaves_the_unwinding_to_the_next_open(db_path
             await handle.result(timeout=5)
         assert [c async for c in handle.readable()] == [{"cancelled": True}]
     assert events == ["unwinding"]  # the step did not run again
+
+
+@workflow(name="cancel.gives_up")
+async def gives_up() -> str:
+    hook = create_hook(token=f"decide:{get_workflow_metadata().run_id}")
+    try:
+        return str(await hook.wait(timeout="50ms"))
+    except HookTimeout:
+        raise RunCancelled(get_workflow_metadata().run_id, "nobody decided within 50ms") from None
+
+
+async def test_a_body_that_raises_its_own_cancellation_ends_cancelled_with_its_reason(
+    db_path: Path, sql: sqlite3.Connection
+) -> None:
+    async with Engine(db_path) as engine:
+        run = await engine.start(gives_up)
+        with pytest.raises(RunCancelled) as raised:
+            await run.result(timeout=10)
+        assert raised.value.reason == "nobody decided within 50ms"
+        info = await run.describe()
+        assert (info.status, info.error) == (RunStatus.CANCELLED, "nobody decided within 50ms")
+        assert await engine.list_hooks(run.run_id) == []  # released with the final status
+    # Ended, not waiting to unwind: the next open does not resume it.
+    assert sql.execute("SELECT status, error, unwound FROM runs").fetchall() == [("cancelled", "nobody decided within 50ms", 1)]
+    async with Engine(db_path) as engine:
+        assert engine.stats()["active_runs"] == 0
+        assert (await engine.get_run(run.run_id).describe()).error == "nobody decided within 50ms"

@@ -284,6 +284,9 @@ async def test_a_correction_voids_each_invoice_and_replaces_it_at_the_current_pr
         "current": 3,
         "error": None,
         "queuePosition": None,
+        "reviewFirst": None,
+        "approvalTimeout": None,
+        "waitingFor": None,
         "correctsRunId": run_id,
     }
     assert (await api.json("GET", f"/api/status?runId={run_id}"))["kind"] == "batch"

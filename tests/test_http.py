@@ -164,13 +164,15 @@ async def test_start_returns_the_seed_body_and_streams_every_event(api: Api) -> 
     assert response.status == 200
     assert response.content_type == "application/json"
     body = await response.json()
-    assert list(body) == ["runId", "accountId", "total", "delay", "priceVersion", "message"]
+    assert list(body) == ["runId", "accountId", "total", "delay", "priceVersion", "reviewFirst", "approvalTimeout", "message"]
     assert body == {
         "runId": body["runId"],
         "accountId": "acct_1",
         "total": 3,
         "delay": "0s",
         "priceVersion": 1,
+        "reviewFirst": 0,
+        "approvalTimeout": "24h",
         "message": "Invoice workflow started",
     }
 
@@ -245,6 +247,9 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "current",
         "error",
         "queuePosition",
+        "reviewFirst",
+        "approvalTimeout",
+        "waitingFor",
     ]
     for name in ("createdAt", "startedAt", "completedAt"):
         assert ISO_MS.fullmatch(body[name]), body[name]
@@ -261,6 +266,9 @@ async def test_status_of_a_completed_run(api: Api) -> None:
         "current": 2,
         "error": None,
         "queuePosition": None,
+        "reviewFirst": 0,
+        "approvalTimeout": "24h",
+        "waitingFor": None,
     }
 
 
@@ -285,6 +293,9 @@ async def test_status_of_a_running_run_has_null_completion(api: Api) -> None:
         "current": 1,
         "error": None,
         "queuePosition": None,
+        "reviewFirst": 0,
+        "approvalTimeout": "24h",
+        "waitingFor": None,
     }
     await api.post("/api/cancel", {"runId": run_id})
 

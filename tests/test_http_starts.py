@@ -64,6 +64,8 @@ async def test_a_repeated_request_id_returns_the_same_run(api: Api) -> None:
             "total": 2,
             "delay": "0s",
             "priceVersion": 1,
+            "reviewFirst": 0,
+            "approvalTimeout": "24h",
             "message": "Invoice workflow started",
         }
     )
@@ -88,10 +90,14 @@ async def test_a_request_id_reused_for_another_batch_is_a_conflict(api: Api) -> 
     status, conflict = await start(api, {"accountId": "acct_k", "total": 4, "delay": "1h", "requestId": "k1"})
     assert status == 409
     assert conflict == {
-        "error": "requestId 'k1' was already used for another batch (accountId acct_k, total 3, delay 1h): "
-        "send a new requestId for a new batch",
+        "error": "requestId 'k1' was already used for another batch (accountId acct_k, total 3, delay 1h, "
+        "reviewFirst 0, approvalTimeout 24h): send a new requestId for a new batch",
         "runId": first["runId"],
     }
+    # The review fields are part of the request too.
+    for other in ({"reviewFirst": 1}, {"approvalTimeout": "1h"}):
+        status, conflict = await start(api, {"accountId": "acct_k", "total": 3, "delay": "1h", "requestId": "k1", **other})
+        assert (status, conflict["runId"]) == (409, first["runId"])
     assert count_runs(api.db) == 1
     assert (await api.post("/api/cancel", {"runId": first["runId"]})).status == 200
 

@@ -81,3 +81,56 @@ def test_unparseable_or_negative_delays(delay: str) -> None:
 def test_first_bad_field_is_reported() -> None:
     with pytest.raises(ValidationError, match=r"^accountId"):
         validate_start({"accountId": "", "total": 0, "delay": "x"})
+
+
+REVIEW_RULE = "reviewFirst must be an integer from 0 to 100"
+APPROVAL_RULE = 'approvalTimeout must be a duration string above "0s" and up to "7 days" (e.g. "200ms", "30m", "24h")'
+
+
+def test_review_fields_default_to_no_review_and_a_day() -> None:
+    request = validate_start({"accountId": "a"})
+    assert (request.review_first, request.approval_timeout) == (0, "24h")
+
+
+@pytest.mark.parametrize(
+    ("body", "review_first", "approval_timeout"),
+    [
+        ({"total": 100, "reviewFirst": 100, "approvalTimeout": "7 days"}, 100, "7 days"),
+        ({"total": 5, "reviewFirst": 5, "approvalTimeout": "200ms"}, 5, "200ms"),
+        ({"total": 5, "reviewFirst": 0, "approvalTimeout": "168h"}, 0, "168h"),
+        ({"reviewFirst": 3, "approvalTimeout": "1"}, 3, "1"),  # a bare number string is milliseconds
+    ],
+)
+def test_review_fields_within_their_bounds(body: dict[str, Any], review_first: int, approval_timeout: str) -> None:
+    request = validate_start({"accountId": "a", **body})
+    assert (request.review_first, request.approval_timeout) == (review_first, approval_timeout)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"reviewFirst": -1}, f"{REVIEW_RULE}, got -1"),
+        ({"reviewFirst": 101, "total": 500}, f"{REVIEW_RULE}, got 101"),
+        ({"reviewFirst": 2.0}, f"{REVIEW_RULE}, got 2.0"),
+        ({"reviewFirst": "2"}, f"{REVIEW_RULE}, got '2'"),
+        ({"reviewFirst": True}, f"{REVIEW_RULE}, got true"),
+        ({"reviewFirst": None}, f"{REVIEW_RULE}, got null"),
+        (
+            {"reviewFirst": 6, "total": 5},
+            "reviewFirst must be at most total (5): a batch reviews only invoices it issues, got 6",
+        ),
+        ({"approvalTimeout": "0s"}, f"{APPROVAL_RULE}, got '0s'"),
+        ({"approvalTimeout": "0"}, f"{APPROVAL_RULE}, got '0'"),
+        ({"approvalTimeout": "8 days"}, f"{APPROVAL_RULE}, got '8 days'"),
+        ({"approvalTimeout": "169h"}, f"{APPROVAL_RULE}, got '169h'"),
+        ({"approvalTimeout": 3600}, f"{APPROVAL_RULE}, got 3600"),
+        ({"approvalTimeout": ""}, f"{APPROVAL_RULE}, got ''"),
+        ({"approvalTimeout": None}, f"{APPROVAL_RULE}, got null"),
+        # Checked without a review too: a body is valid or not whatever the other fields say.
+        ({"reviewFirst": 0, "approvalTimeout": "forever"}, f"{APPROVAL_RULE}, got 'forever': "),
+    ],
+)
+def test_review_field_rejections_name_the_field_and_rule(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_start({"accountId": "a", **body})
+    assert str(caught.value).startswith(message) if message.endswith(": ") else str(caught.value) == message
