@@ -149,7 +149,7 @@ MIGRATIONS: list[str] = [
         SELECT RAISE(ABORT, 'durable: hook released');
     END;
     """,
-    # Inspecting and operating runs (issue 14): a fork records the run and the sequence
+    # Inspecting and operating runs: a fork records the run and the sequence
     # number it was copied from; the run list filters by workflow, newest first.
     """
     ALTER TABLE runs ADD COLUMN forked_from TEXT;

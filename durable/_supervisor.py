@@ -3,7 +3,7 @@
 ``RunSupervisor`` is the ``RunHost`` of every ``RunContext`` and what a ``Run``
 handle talks to. It owns the in-memory runs, the callers waiting for outcomes,
 and the resumption of runs stopped by a fault of the journal; and, for how runs
-start (issue 13), the queues, the deadlines and who is whose child.
+start, the queues, the deadlines and who is whose child.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP routes of corrections (DESIGN.md section 10, issue 15 item 4).
+"""The HTTP routes of corrections.
 
 - ``POST /api/runs/{id}/correct``: start a correction run of a run that ended;
 - ``GET /api/runs/{id}/corrections``: the corrections of its invoices, JSON or

@@ -1,4 +1,4 @@
-"""Review before billing (DESIGN.md section 10, issue 15): a batch waits for a person after its first invoices.
+"""Review before billing: a batch waits for a person after its first invoices.
 
 A batch started with ``reviewFirst=k`` issues k invoices, then creates a hook
 whose token is derived from its run id (``approval:<runId>``, so the routes

@@ -1,4 +1,4 @@
-"""The HTTP API's handlers (DESIGN.md sections 4 and 10, issues 4 and 15).
+"""The HTTP API's handlers.
 
 Handlers raise ``ApiError`` for client mistakes; ``errors.error_middleware``
 renders it and every other failure as JSON.

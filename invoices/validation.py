@@ -1,4 +1,4 @@
-"""Input rules: starting a batch (DESIGN.md section 4) and replacing the price list (section 10).
+"""Input rules: starting a batch and replacing the price list (section 10).
 
 Decisions the design leaves open for ``POST /api/start``, made here:
 
@@ -9,7 +9,7 @@ Decisions the design leaves open for ``POST /api/start``, made here:
 - ``delay`` must be a duration *string* (``"0s"``, ``"500ms"``, ``"1.5h"``, or
   a bare number string meaning milliseconds), parsed by
   ``durable.parse_duration``; ``0`` to ``24h`` inclusive.
-- ``reviewFirst`` (issue 15) is a JSON integer from 0 to 100 and at most
+- ``reviewFirst`` is a JSON integer from 0 to 100 and at most
   ``total``: the batch issues that many invoices, then waits for a person's
   approval. ``approvalTimeout`` is a duration string above ``0s`` and up to 7
   days (how long that wait may last); it is checked even when ``reviewFirst``

@@ -1,5 +1,4 @@
-// Client-side copies of the API's input rules (DESIGN.md sections 4 and 10,
-// invoices/validation.py), so a person sees what is wrong before anything is
+// Client-side copies of the API's input rules, so a person sees what is wrong before anything is
 // sent. The server stays the authority: whatever it still refuses is shown as
 // it says it.
 

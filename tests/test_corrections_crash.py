@@ -1,4 +1,4 @@
-"""A correction survives SIGKILL of a real ``python server.py`` (issue 15, item 4).
+"""A correction survives SIGKILL of a real ``python server.py``.
 
 After every crash and restart, on the server's own SQLite file: each invoice
 of the batch has exactly one credit note and one replacement (or, after a

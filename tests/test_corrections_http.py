@@ -1,4 +1,4 @@
-"""Correcting what went out, over HTTP (issue 15, item 4): credit notes, replacements, rollback, cancel.
+"""Correcting what went out, over HTTP: credit notes, replacements, rollback, cancel.
 
 A real aiohttp server on 127.0.0.1 and a real SQLite file per test, as in
 ``test_http.py``. Expected values are computed independently of the service:

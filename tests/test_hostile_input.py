@@ -103,7 +103,7 @@ RAW_BODIES = st.binary(max_size=300) | st.text(max_size=200).map(str.encode)
 
 
 def is_valid_start(body: Any) -> bool:
-    """The rules of DESIGN.md section 4, written independently of invoices/validation.py."""
+    """The input rules of the HTTP API (README), written independently of invoices/validation.py."""
     if not isinstance(body, dict):
         return False
     account = body.get("accountId")

@@ -1,4 +1,4 @@
-"""Gapless per-account numbers survive SIGKILL of a real ``python server.py`` (issue 15, item 2).
+"""Gapless per-account numbers survive SIGKILL of a real ``python server.py``.
 
 After every crash and restart, on the server's own SQLite file: every k of
 the run has exactly one number and one invoice, the account's numbers are

@@ -1,4 +1,4 @@
-"""Price lists, price versions of batches and invoices, and per-account numbering, over HTTP (issue 15).
+"""Price lists, price versions of batches and invoices, and per-account numbering, over HTTP.
 
 A real aiohttp server on 127.0.0.1 and a real SQLite file per test, as in
 ``test_http.py``; what is stored is checked with a plain sqlite3 connection.

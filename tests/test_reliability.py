@@ -1,4 +1,4 @@
-"""Reliability of ``python server.py`` as a real subprocess (issue 6, items 1, 2, 3, 6, 7).
+"""Reliability of ``python server.py`` as a real subprocess.
 
 - crash safety: SIGKILL mid-batch, mid-sleep and mid-cancel, then a restart on
   the same database: every invoice exactly once, one progress event per
@@ -327,7 +327,7 @@ async def test_a_cancel_cut_short_by_a_crash_still_ends_the_stream_with_cancelle
     final = await api.status(run_id)
     assert (final["status"], final["current"]) == ("cancelled", 1)
     events = await api.stream(run_id, timeout=30)
-    # DESIGN.md section 4: a cancelled batch's stream ends with its "cancelled" event.
+    # The contract: a cancelled batch's stream ends with its "cancelled" event.
     assert [data["type"] for _, data in events] == ["progress", "cancelled"], events
     assert events[-1][1]["current"] == 1
     assert await api.invoice_ids(run_id) == expected_ids(account, 1)

@@ -1,4 +1,4 @@
-"""A batch waiting for approval survives SIGKILL of a real ``python server.py`` (issue 15, item 3).
+"""A batch waiting for approval survives SIGKILL of a real ``python server.py``.
 
 After the restart the batch still waits (the hook and its timer are in the
 journal), an approval then completes it exactly once, and an approval's

@@ -1,4 +1,4 @@
-"""Review before billing over HTTP (issue 15, item 3): reviewFirst, approve, reject, the approval's timeout.
+"""Review before billing over HTTP: reviewFirst, approve, reject, the approval's timeout.
 
 The batch issues its first ``reviewFirst`` invoices and waits on a hook; the
 stream, the status and the stored invoices say exactly where it is, and each

@@ -1,4 +1,4 @@
-"""Durable streams (DESIGN.md section 2 item 8, issue 3): committed writes, readers, replay, back-pressure.
+"""Durable streams: committed writes, readers, replay, back-pressure.
 
 Every test runs a real engine on a SQLite file in ``tmp_path``; what is stored is
 checked with a separate plain ``sqlite3`` connection. Workflows pause on

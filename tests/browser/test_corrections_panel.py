@@ -1,4 +1,4 @@
-"""Correcting a batch from the control panel (issue 15, item 4), in headless Chromium.
+"""Correcting a batch from the control panel, in headless Chromium.
 
 A price edited in the price card makes the ended batch's invoices superseded:
 the run card offers "Correct 3 invoices"; the correction is followed live

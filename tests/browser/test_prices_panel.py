@@ -1,4 +1,4 @@
-"""Line items and the price list in the control panel (issue 15, item 3), in headless Chromium.
+"""Line items and the price list in the control panel, in headless Chromium.
 
 What a person sees is compared with what the API stored: an opened invoice
 row shows exactly the stored line items and amounts; an edited price becomes

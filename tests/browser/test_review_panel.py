@@ -1,6 +1,6 @@
-"""Review before billing in the control panel (issue 15, item 3), in headless Chromium.
+"""Review before billing in the control panel, in headless Chromium.
 
-The story of DESIGN.md section 10: a wrong price went into the list; a batch
+The story of a wrong price: a wrong price went into the list; a batch
 started with a review shows its first invoices with their unit prices, the
 person spots the price and rejects; fixes it in the price editor; starts
 again and approves. Every number on screen is compared with the API's.
