@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ._context import current_run, current_step
@@ -80,6 +79,10 @@ def _joined(headers: Any) -> dict[str, str]:
 
 async def _request(url: str, method: str, headers: dict[str, str], body: bytes | None, timeout: float) -> FetchResponse:
     """One request; connection errors and timeouts are ``RetryableError``."""
+    # Imported here: the aiohttp client costs about 0.2 s to import, which every
+    # ``python -m durable`` command and every engine that never fetches would pay.
+    import aiohttp
+
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,

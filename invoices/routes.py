@@ -338,13 +338,16 @@ async def run_detail(request: web.Request) -> web.Response:
                     "startedAt": iso_ms(attempt.started_at),
                     "endedAt": iso_ms(attempt.ended_at),
                     "error": attempt.error,
+                    "stack": attempt.stack,
                 }
                 for attempt in op.attempts
             ],
         }
         for op in operations
     ]
-    return json_response({**status, "timeline": timeline})
+    info = await request.app[engine_key].get_run(run_id).describe()
+    error = {"errorType": info.error_type, "errorMessage": info.error_message, "errorStack": info.error_stack}
+    return json_response({**status, **error, "timeline": timeline})
 
 
 _CSV_COLUMNS = (

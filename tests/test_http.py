@@ -19,12 +19,12 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from harness import SseEvent, SseParser, parse_sse, sql_rows, sse_events, sse_lines, stored_invoices, until
 
-from durable import Run, RunStatus
+from durable import Run, RunFailed, RunStatus
 from invoices import create_app
 from invoices.errors import error_middleware
 from invoices.keys import engine_key, hub_key
 from invoices.pricing import price_invoice
-from invoices.workflow import ZERO_DELAY_WINDOW
+from invoices.workflow import ZERO_DELAY_WINDOW, generate_invoices
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 JSON = {"Content-Type": "application/json"}
@@ -961,3 +961,23 @@ async def test_terminal_event_arrives_after_the_final_status_is_committed(api: A
                 assert (status["status"], status["completedAt"] is not None) == ("completed", True)
                 break
         stream.close()
+
+
+async def test_run_detail_of_a_failed_batch_shows_the_error_with_its_stack(api: Api) -> None:
+    engine = api.app[engine_key]
+    run = await engine.start(generate_invoices, "acct_f", 2, "0s", 999)  # a price list that does not exist
+    with pytest.raises(RunFailed):
+        await run.result(timeout=10)
+    body = await (await api.client.get(f"/api/runs/{run.run_id}")).json()
+    summary = "StepFailed: Step invoices.workflow.issue_invoice failed: FatalError: price list version 999 does not exist"
+    assert (body["status"], body["error"], body["errorType"]) == ("failed", summary, "StepFailed")
+    assert body["errorMessage"] == summary.removeprefix("StepFailed: ")
+    assert body["errorStack"].startswith("Traceback (most recent call last):")
+    assert body["errorStack"].rstrip().endswith("FatalError: price list version 999 does not exist")
+    (attempt,) = body["timeline"][0]["attempts"]
+    assert attempt["error"] == "FatalError: price list version 999 does not exist"
+    assert attempt["stack"].rstrip().endswith("FatalError: price list version 999 does not exist")
+    ok = await api.start(total=1)
+    await api.events(ok)
+    done = await (await api.client.get(f"/api/runs/{ok}")).json()
+    assert (done["errorType"], done["errorMessage"], done["errorStack"]) == (None, None, None)
