@@ -199,8 +199,15 @@ async def test_a_batch_that_reviews_all_its_invoices_completes_on_approval(api: 
     run_id = (await start(api, accountId="acct_all", total=2, delay="10ms", reviewFirst=2))["runId"]
     stream, seen = await until_review(api, run_id)
     # With a delay: a sleep between the reviewed invoices, none after the last before the review.
-    timeline = (await (await api.client.get(f"/api/runs/{run_id}")).json())["timeline"]
-    assert [op["kind"] for op in timeline] == ["step", "sleep", "step", "hook", "receive"]
+    kinds: list[str] = []
+
+    async def waiting() -> bool:  # the review event commits before the receive's record
+        timeline = (await (await api.client.get(f"/api/runs/{run_id}")).json())["timeline"]
+        kinds[:] = [op["kind"] for op in timeline]
+        return len(kinds) == 5
+
+    await until(waiting, what="the batch to wait for its approval")
+    assert kinds == ["step", "sleep", "step", "hook", "receive"]
     assert seen == list(enumerate([*numbered("acct_all", 1, 2, 2), review(2, 2, "acct_all")]))
     code, body = await decide(api, run_id, "approve")
     assert (code, body["waitingFor"]) == (200, None)
