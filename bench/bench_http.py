@@ -8,6 +8,19 @@ measures over real HTTP from this process:
 - ``batch_10k_s``: wall time from sending ``POST /api/start`` for a batch of
   10,000 invoices at delay ``0s`` until ``GET /api/status`` reports it
   ``completed`` (polled every 20 ms, so up to 20 ms pessimistic).
+- ``cancel_sent_at_issued`` / ``cancel_answer_issued`` / ``issued_after_cancel``
+  / ``cancel_latency_ms``: another batch of 10,000 invoices at delay ``0s``
+  (account ``bench_cancel``), followed on ``GET /api/stream/{runId}``; once
+  2,000 of its progress events have arrived, ``POST /api/cancel``.
+  ``cancel_sent_at_issued`` is how many progress events the client had
+  parsed when it sent the cancel (the server had issued at least that many),
+  ``cancel_answer_issued`` the answer's ``invoicesIssued``, documented as
+  final, and ``issued_after_cancel`` the count of
+  ``GET /api/runs/{runId}/invoices``, read once the stream has ended and
+  ``GET /api/status`` says ``cancelled``, minus that answer: 0 unless an
+  invoice went out after the answer. ``cancel_latency_ms`` is the cancel's
+  round trip, which the server answers once the workflow has stopped, so it
+  includes the invoice steps in flight finishing.
 - ``start_requests_per_s``: 50 concurrent clients send ``POST /api/start``
   (1 invoice, delay ``0s``) until 3,000 requests got their 200; requests per
   second over that span. The server runs those workflows meanwhile, as it
@@ -46,7 +59,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness import ServerProcess, sse_events
+from harness import Api, ServerProcess, sse_events
 
 JSON = {"Content-Type": "application/json"}
 
@@ -76,6 +89,51 @@ async def bench_batch(http: aiohttp.ClientSession, base: str, total: int) -> flo
     status = await wait_status(http, base, run_id, time.monotonic() + 60)
     elapsed = time.perf_counter() - began
     return round(elapsed, 3) if status == "completed" else None
+
+
+async def bench_cancel(api: Api, total: int, cancel_after: int) -> dict[str, int | float]:
+    """Cancel a batch once ``cancel_after`` of its progress events arrived: what was seen, answered and stored."""
+    run_id = await api.start("bench_cancel", total, "0s")
+    progress = 0
+    reached = asyncio.Event()
+
+    async def follow() -> None:
+        # Counts on while the cancel is under way, so that at the cancel the count
+        # is every event the client has parsed, not just the one that crossed the mark.
+        nonlocal progress
+        try:
+            async with api.http.get(f"{api.server.base}/api/stream/{run_id}") as response:
+                async for event in sse_events(response):
+                    if event.data["type"] == "progress":
+                        progress += 1
+                        if progress >= cancel_after:
+                            reached.set()
+        finally:
+            reached.set()  # a stream that ended short must not leave the cancel waiting
+
+    async with asyncio.timeout(120), asyncio.TaskGroup() as group:
+        group.create_task(follow())
+        await reached.wait()
+        sent_at = progress
+        if sent_at < cancel_after:
+            raise RuntimeError(f"the stream of {run_id} ended after {sent_at} progress events, before the cancel")
+        began = time.perf_counter()
+        code, answer = await api.cancel(run_id)
+        latency_ms = (time.perf_counter() - began) * 1000
+        if code != 200:
+            raise RuntimeError(f"cancel of {run_id} answered {code}: {answer}")
+    # The group waited for the stream to end: after its "cancelled" event.
+    final = await api.wait_terminal(run_id, timeout=10)
+    if final["status"] != "cancelled":
+        raise RuntimeError(f"run {run_id} ended {final['status']} after its cancel")
+    stored = len(await api.invoice_ids(run_id))
+    answered: int = answer["invoicesIssued"]
+    return {
+        "cancel_sent_at_issued": sent_at,
+        "cancel_answer_issued": answered,
+        "issued_after_cancel": stored - answered,
+        "cancel_latency_ms": round(latency_ms, 1),
+    }
 
 
 async def bench_starts(http: aiohttp.ClientSession, base: str, requests: int, clients: int) -> tuple[float, int]:
@@ -168,6 +226,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             timeout = aiohttp.ClientTimeout(total=120)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), timeout=timeout) as http:
                 batch = await bench_batch(http, base, args.batch_total)
+                cancel = await bench_cancel(Api(http, server), args.cancel_total, args.cancel_after)
                 rps, errors = await bench_starts(http, base, args.start_requests, args.start_clients)
                 await wait_idle(http, base, 60)
             p99, missing = await bench_fanout(base, args.sse_clients, args.sse_events, args.sse_delay)
@@ -179,6 +238,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "batch_total": args.batch_total,
         "batch_10k_s": batch,
+        "cancel_total": args.cancel_total,
+        **cancel,
         "start_requests": args.start_requests,
         "start_requests_per_s": rps,
         "start_errors": errors,
@@ -193,6 +254,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-total", type=int, default=10_000)
+    parser.add_argument("--cancel-total", type=int, default=10_000)
+    parser.add_argument("--cancel-after", type=int, default=2_000)
     parser.add_argument("--start-requests", type=int, default=3_000)
     parser.add_argument("--start-clients", type=int, default=50)
     parser.add_argument("--sse-clients", type=int, default=500)
