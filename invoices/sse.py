@@ -182,6 +182,18 @@ async def stream_run(request: web.Request, run: Run, start_index: int, hub: SseH
     The caller has checked that the run exists, so errors before this point
     are still plain JSON responses.
     """
+    response = await _open_event_stream(request)
+    writer = _Writer(request, response)
+    await _pump_in_hub(run, start_index, writer, hub)
+    if writer.gone:
+        writer.drop()
+    else:
+        await _end_stream(response, writer, hub)
+    return response
+
+
+async def _open_event_stream(request: web.Request) -> web.StreamResponse:
+    """Send the headers of an event stream, on a connection of its own with a small send buffer."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -193,12 +205,21 @@ async def stream_run(request: web.Request, run: Run, start_index: int, hub: SseH
     # client that never read what was sent does not stay as an idle keep-alive.
     response.force_close()
     await response.prepare(request)
+    _limit_send_buffer(request)
+    return response
+
+
+def _limit_send_buffer(request: web.Request) -> None:
+    """Shrink the connection's kernel send buffer to ``SEND_BUFFER``, so that writes to a stalled client wait."""
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-    writer = _Writer(request, response)
+
+
+async def _pump_in_hub(run: Run, start_index: int, writer: _Writer, hub: SseHub) -> None:
+    """Pump the stream in a task that shutdown can end, until it ends; ``writer.gone`` when it broke off."""
     pump = asyncio.create_task(_pump(run, start_index, writer, hub))
     hub._add(pump)
     try:
@@ -208,19 +229,19 @@ async def stream_run(request: web.Request, run: Run, start_index: int, hub: SseH
     finally:
         if not pump.done():  # this handler itself was cancelled
             pump.cancel()
-    if not pump.cancelled() and pump.exception() is not None:
-        error = pump.exception()
+    error = None if pump.cancelled() else pump.exception()
+    if error is not None:
         if not isinstance(error, _ClientGone):
             log.error("SSE stream of run %s failed", run.run_id, exc_info=error)
         writer.gone = True
-    if writer.gone:
-        writer.drop()
-        return response
+
+
+async def _end_stream(response: web.StreamResponse, writer: _Writer, hub: SseHub) -> None:
+    """End the response (its last chunk), then let the client take the rest or be dropped (``_flush_or_drop``)."""
     with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
         async with asyncio.timeout(1.0):
             await response.write_eof()
     await _flush_or_drop(writer, hub)
-    return response
 
 
 async def _flush_or_drop(writer: _Writer, hub: SseHub) -> None:

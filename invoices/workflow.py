@@ -153,6 +153,56 @@ class _Batch:
                 await sleep(self.delay)
 
 
+async def _settle(run_id: str) -> None:
+    """Give back (or else issue) each number the ending run took without issuing its invoice."""
+    # Best effort: the batch is unwinding, and its terminal event must still be written.
+    with contextlib.suppress(Exception):
+        await get_resources(InvoiceStore).settle_run(run_id)
+
+
+async def _issued_at_cancel(batch: _Batch) -> int:
+    """How many invoices the cancelled batch issued: the journal's count, or the store's when that is more.
+
+    The store is the truth: after a crash during the cancel, steps that were in
+    flight may have issued their invoice without their result reaching the
+    journal, so the replayed count can be short. No invoice of this run can be
+    issued any more, and the event it goes into is journaled once, so the read is final.
+    A number taken by a step that never finished is given back (or its invoice issued) first.
+    """
+    issued = batch.issued
+    await _settle(batch.run_id)
+    with contextlib.suppress(Exception):
+        issued = max(issued, await get_resources(InvoiceStore).count_for_run(batch.run_id))
+    return issued
+
+
+def _cancel_suffix(exc: RunCancelled, review_first: int, approval_timeout: str) -> str:
+    """``": <reason>"`` when the batch cancelled itself because its approval timed out, else nothing."""
+    timed_out = review_first and exc.reason == timed_out_reason(approval_timeout)
+    return f": {exc.reason}" if timed_out else ""
+
+
+async def _cancelled_event(batch: _Batch, exc: RunCancelled, review_first: int, approval_timeout: str) -> dict[str, Any]:
+    """The batch's terminal event when it was cancelled (or cancelled itself)."""
+    issued = await _issued_at_cancel(batch)
+    why = _cancel_suffix(exc, review_first, approval_timeout)
+    message = f"Invoice batch cancelled after {issued} of {batch.total} invoices{why}"
+    return _event("cancelled", issued, batch.total, batch.account_id, message)
+
+
+async def _failed_event(batch: _Batch, exc: Exception) -> dict[str, Any]:
+    """The batch's terminal event when an error ended it, once its unissued numbers are settled."""
+    await _settle(batch.run_id)
+    message = f"Invoice batch failed after {batch.issued} of {batch.total} invoices: {exc}"
+    return _event("error", batch.issued, batch.total, batch.account_id, message)
+
+
+def _completed_event(batch: _Batch) -> dict[str, Any]:
+    """The batch's terminal event when every invoice went out."""
+    message = f"Invoice batch completed: {batch.total} invoices generated"
+    return _event("complete", batch.total, batch.total, batch.account_id, message)
+
+
 @workflow(name=WORKFLOW_NAME)
 async def generate_invoices(
     account_id: str,
@@ -174,6 +224,7 @@ async def generate_invoices(
     run_id = get_workflow_metadata().run_id
     out = get_writable()
     batch = _Batch(run_id, account_id, total, delay, price_version)
+    # The durable operations stay in this body, in the order old journals recorded them.
     try:
         await batch.issue(1, review_first)
         if review_first:
@@ -184,50 +235,12 @@ async def generate_invoices(
         # that a cancelled run's stream ends with "cancelled", not "complete".
         await sleep(0)
     except RunCancelled as exc:
-        # The store is the truth: after a crash during the cancel, steps that were in
-        # flight may have issued their invoice without their result reaching the
-        # journal, so the replayed count can be short. No invoice of this run can be
-        # issued any more, and this event is journaled once, so the read is final.
-        # A number taken by a step that never finished is given back (or its invoice issued) first.
-        issued = batch.issued
-        with contextlib.suppress(Exception):
-            await get_resources(InvoiceStore).settle_run(run_id)
-        with contextlib.suppress(Exception):
-            issued = max(issued, await get_resources(InvoiceStore).count_for_run(run_id))
-        # Cancelled by itself, the approval's timer having fired: the event says so too.
-        why = f": {exc.reason}" if review_first and exc.reason == timed_out_reason(approval_timeout) else ""
-        await out.write(
-            _event(
-                "cancelled",
-                issued,
-                total,
-                account_id,
-                f"Invoice batch cancelled after {issued} of {total} invoices{why}",
-            )
-        )
+        await out.write(await _cancelled_event(batch, exc, review_first, approval_timeout))
         raise
     except NonDeterminismError:
         raise  # the journal no longer matches: writing more would only add to the damage
     except Exception as exc:
-        with contextlib.suppress(Exception):
-            await get_resources(InvoiceStore).settle_run(run_id)
-        await out.write(
-            _event(
-                "error",
-                batch.issued,
-                total,
-                account_id,
-                f"Invoice batch failed after {batch.issued} of {total} invoices: {exc}",
-            )
-        )
+        await out.write(await _failed_event(batch, exc))
         raise
-    await out.write(
-        _event(
-            "complete",
-            total,
-            total,
-            account_id,
-            f"Invoice batch completed: {total} invoices generated",
-        )
-    )
+    await out.write(_completed_event(batch))
     return {"accountId": account_id, "issued": total}
