@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,8 +36,16 @@ class StepScope:
 
     run: RunContext
     seq: int
-    metadata: StepMetadata
+    step_name: str
+    attempt: int
+    started: float  # epoch seconds
     writes: int = field(default=0)
+
+    @property
+    def metadata(self) -> StepMetadata:
+        # Built when asked for: most steps never ask, and a datetime per step is not free.
+        started_at = datetime.fromtimestamp(self.started, UTC)
+        return StepMetadata(f"{self.run.run_id}:{self.seq}", self.attempt, self.step_name, started_at)
 
 
 current_run: ContextVar[RunContext | None] = ContextVar("durable_run", default=None)

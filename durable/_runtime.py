@@ -31,6 +31,7 @@ from ._steps import StepCall
 from ._streams import StreamChunk, StreamHub
 from ._timers import TimerQueue
 from ._values import decode, decode_call, encode, encode_call
+from ._writer import OnFailure
 
 if TYPE_CHECKING:
     from ._children import ChildRun
@@ -207,6 +208,15 @@ class RunContext:
         """Submit a write of this run; a failure to commit it faults the run."""
         future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed, self)
         return future
+
+    def commit_then(self, statements: list[Statement], on_commit: Callable[[], None], on_failure: OnFailure) -> None:
+        """``commit`` that nothing awaits: a failure faults the run, then ``on_failure`` gets the error."""
+
+        def failed(exc: BaseException) -> None:
+            self._commit_failed(exc)
+            on_failure(exc)
+
+        self.host.journal.commit_then(statements, on_commit, failed, self)
 
     @property
     def accepts_writes(self) -> bool:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ._context import StepMetadata, StepScope, current_step
+from ._context import StepScope, current_step
 from ._errors import FatalError, RetryableError, RunCancelled, StepFailed
 from ._failures import ErrorInfo
 from ._passing import is_async_iterator, store_items
@@ -69,7 +68,6 @@ class StepCall:
         self.future = future
         self.next_attempt = (recorded.failed_attempts if recorded else 0) + 1
         self.retry_at = recorded.retry_at if recorded else None
-        self.step_id = f"{run.run_id}:{seq}"
 
     async def execute(self) -> None:
         try:
@@ -90,7 +88,7 @@ class StepCall:
         self.run.check_not_cancelled()
         attempt = await self._attempt()
         if attempt.failure is None:
-            await self._record_success(attempt)
+            self._record_success(attempt)
             return True
         return await self._record_failure(attempt, attempt.failure)
 
@@ -98,8 +96,7 @@ class StepCall:
         args, kwargs = decode_call(self.payload)
         number = self.next_attempt
         started = time.time()
-        metadata = StepMetadata(self.step_id, number, self.step.name, datetime.fromtimestamp(started, UTC))
-        token = current_step.set(StepScope(self.run, self.seq, metadata))
+        token = current_step.set(StepScope(self.run, self.seq, self.step.name, number, started))
         try:
             value = await self.step.fn(*args, **kwargs)
             if is_async_iterator(value):  # its items become a stream of the run
@@ -115,16 +112,26 @@ class StepCall:
             return _Attempt(number, started, time.time(), None, failure)
         return _Attempt(number, started, time.time(), data, None)
 
-    async def _record_success(self, attempt: _Attempt) -> None:
+    def _record_success(self, attempt: _Attempt) -> None:
+        """Journal the result; the body gets it once committed.
+
+        The step's task ends here, without waiting for the commit: the commit's
+        callback hands the result over, which saves a task wake-up per step. The
+        step has finished executing, which is what a cancel waits for; its result
+        commits before anything the run writes later (the writer keeps order).
+        """
         run, data = self.run, attempt.result
         assert data is not None
         abandoned = self.future.cancelled()  # the body stopped waiting (asyncio.wait_for timed out)
         number, started, ended = attempt.number, attempt.started, attempt.ended
         completed = run.host.journal.step_completed(run.run_id, self.seq, self.step.name, data, number, started, ended, abandoned)
-        await run.commit([completed])
-        run.step_parts.pop(self.seq, None)
-        value = decode(data)
-        run.deliver_live(ended, lambda: self._settle_value(value))
+
+        def committed() -> None:
+            run.step_parts.pop(self.seq, None)
+            value = decode(data)
+            run.deliver_live(ended, lambda: self._settle_value(value))
+
+        run.commit_then([completed], committed, self._settle_error)
 
     async def _record_failure(self, attempt: _Attempt, failure: BaseException) -> bool:
         """Journal a failed attempt (and the step's failure when it was the last); whether it was."""

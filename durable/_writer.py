@@ -99,6 +99,53 @@ def _groups(writes: Sequence[_Write]) -> list[_Group]:
     return groups
 
 
+_VALUES = " VALUES ("
+_MULTI_ROW_MAX = 256  # rows per INSERT: 11 columns x 256 stays far below SQLite's 32,766 parameters
+
+
+def _row_placeholders(sql: str) -> str | None:
+    """The ``(?, ..., ?)`` of an ``INSERT ... VALUES (?, ..., ?)`` that takes one row, else ``None``."""
+    if not sql.startswith("INSERT"):
+        return None
+    at = sql.rfind(_VALUES)
+    if at < 0:
+        return None
+    tail = sql[at + len(_VALUES) - 1 :]
+    if not tail.endswith(")") or set(tail[1:-1]) - {"?", ",", " "}:
+        return None
+    return tail
+
+
+class _MultiRow:
+    """Rows of one single-row INSERT as a few multi-row INSERTs (sizes that are powers of two).
+
+    ``executemany`` steps the statement once per row, and the sqlite3 module lets go
+    of the GIL around every step; while the event loop holds it, each step waits to
+    get it back. One statement for many rows takes it once. Sizes are powers of two
+    so that a handful of statement texts stay in the connection's statement cache.
+    """
+
+    def __init__(self, sql: str, placeholders: str) -> None:
+        self._sql = sql
+        self._more = ", " + placeholders
+        self._texts: dict[int, str] = {1: sql}
+
+    def chunks(self, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+        out = []
+        start = 0
+        while start < len(rows):
+            size = min(_MULTI_ROW_MAX, 1 << ((len(rows) - start).bit_length() - 1))
+            out.append((self._text(size), [value for row in rows[start : start + size] for value in row]))
+            start += size
+        return out
+
+    def _text(self, size: int) -> str:
+        text = self._texts.get(size)
+        if text is None:
+            text = self._texts[size] = self._sql + self._more * (size - 1)
+        return text
+
+
 class _StatementFailed(Exception):
     """One statement failed on its own merits; the sqlite3 error is its cause."""
 
@@ -125,6 +172,7 @@ class _Connection:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._multi_row: dict[str, _MultiRow | None] = {}
 
     def commit_batch(self, writes: Sequence[_Write]) -> list[BaseException | None]:
         """Commit the batch as one transaction; if one statement fails, each write on its own.
@@ -177,6 +225,9 @@ class _Connection:
         try:
             if len(group.rows) == 1:
                 self.conn.execute(group.sql, group.rows[0])
+            elif (multi := self._multi_row_of(group.sql)) is not None:
+                for sql, params in multi.chunks(group.rows):
+                    self.conn.execute(sql, params)
             else:
                 self.conn.executemany(group.sql, group.rows)
         except sqlite3.Error as exc:
@@ -185,6 +236,12 @@ class _Connection:
             raise _StatementFailed() from exc
         except (ValueError, TypeError, OverflowError) as exc:  # a parameter sqlite3 cannot bind
             raise _StatementFailed() from exc
+
+    def _multi_row_of(self, sql: str) -> _MultiRow | None:
+        if sql not in self._multi_row:
+            placeholders = _row_placeholders(sql)
+            self._multi_row[sql] = None if placeholders is None else _MultiRow(sql, placeholders)
+        return self._multi_row[sql]
 
 
 class GroupCommitWriter:
