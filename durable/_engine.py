@@ -179,6 +179,11 @@ class Engine:
         self._check_open()
         await self._journal.commit([(sql, params)])
 
+    async def execute_returning(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """``execute`` of a statement with a RETURNING clause: its rows, once committed (no read after the write)."""
+        self._check_open()
+        return [tuple(row) for row in await self._journal.commit_returning((sql, params))]
+
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query of the application on the reader connection."""
         self._check_open()

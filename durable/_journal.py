@@ -125,6 +125,10 @@ class Journal:
         """
         return self._writer.commit(statements, on_commit, on_failure, owner)
 
+    def commit_returning(self, statement: Statement) -> asyncio.Future[list[tuple[Any, ...]]]:
+        """Queue one statement with a RETURNING clause; the future resolves to its rows after COMMIT."""
+        return self._writer.commit_returning(statement)
+
     def commit_then(
         self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure, owner: WriteOwner | None = None
     ) -> None:

@@ -78,6 +78,10 @@ def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:
         future.set_exception(error)
 
 
+def _ignore(exc: BaseException) -> None:
+    """The failure is handled elsewhere (the run faulted)."""
+
+
 def done_future() -> asyncio.Future[None]:
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     future.set_result(None)
@@ -276,11 +280,12 @@ class RunContext:
         """Execute the workflow function to its end; what it ended with."""
         try:
             if self.phase is Phase.ACTIVE and self.status is RunStatus.PENDING:
+                # Not awaited: the body starts at once and its first write commits after
+                # this one (the writer keeps order), so the journal never holds an
+                # operation of a run still pending. A lost write faults the run.
                 started = time.time()
-                await self.commit([self.host.journal.run_started(self.run_id, started)])
                 self.clock = self.first_started = started
-                if self.phase is Phase.ACTIVE:
-                    self.status = RunStatus.RUNNING
+                self.commit_then([self.host.journal.run_started(self.run_id, started)], self._now_running, _ignore)
             # A cancelled run runs too: journaled operations replay as recorded and the
             # first new one raises RunCancelled, so the body always sees its cancellation.
             args, kwargs = decode_call(self.input_data)
@@ -293,6 +298,10 @@ class RunContext:
             return RunStatus.CANCELLED, None, ErrorInfo.reason(reason)
         except Exception as exc:
             return RunStatus.FAILED, None, ErrorInfo.of(exc)
+
+    def _now_running(self) -> None:
+        if self.phase is Phase.ACTIVE and self.status is RunStatus.PENDING:
+            self.status = RunStatus.RUNNING
 
     async def _conclude(self, outcome: Outcome | None) -> None:
         if self.phase is Phase.FAULTED:
@@ -383,8 +392,7 @@ class RunContext:
         else:
             self.check_not_cancelled()
             task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
-            self.steps.add(task)
-            task.add_done_callback(self.steps.discard)
+            self.steps.add(task)  # the step's task leaves the set when it ends (StepCall.execute)
         return future
 
     # -- delivering results ---------------------------------------------------

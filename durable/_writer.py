@@ -75,10 +75,12 @@ def is_database_fault(exc: BaseException) -> bool:
 @dataclass(slots=True)
 class _Write:
     statements: list[Statement]
-    future: asyncio.Future[None] | None
+    future: asyncio.Future[Any] | None
     on_commit: OnCommit | None = None
     on_failure: OnFailure | None = None
     owner: WriteOwner | None = None
+    returning: bool = False  # one statement whose rows (a RETURNING clause) are the future's result
+    returned: list[tuple[Any, ...]] | None = None  # set on the writer thread, read once committed
 
 
 @dataclass(slots=True)
@@ -87,13 +89,18 @@ class _Group:
 
     sql: str
     rows: list[Sequence[Any]] = field(default_factory=list)
+    returning: _Write | None = None  # the write that gets the statement's rows (never grouped)
 
 
 def _groups(writes: Sequence[_Write]) -> list[_Group]:
     groups: list[_Group] = []
     for write in writes:
+        if write.returning:
+            sql, params = write.statements[0]
+            groups.append(_Group(sql, [params], write))
+            continue
         for sql, params in write.statements:
-            if not groups or groups[-1].sql != sql:
+            if not groups or groups[-1].sql != sql or groups[-1].returning is not None:
                 groups.append(_Group(sql))
             groups[-1].rows.append(params)
     return groups
@@ -223,7 +230,9 @@ class _Connection:
 
     def _execute(self, group: _Group) -> None:
         try:
-            if len(group.rows) == 1:
+            if group.returning is not None:
+                group.returning.returned = self.conn.execute(group.sql, group.rows[0]).fetchall()
+            elif len(group.rows) == 1:
                 self.conn.execute(group.sql, group.rows[0])
             elif (multi := self._multi_row_of(group.sql)) is not None:
                 for sql, params in multi.chunks(group.rows):
@@ -308,6 +317,12 @@ class GroupCommitWriter:
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(_Write(statements, future, on_commit, on_failure, owner))
+        return future
+
+    def commit_returning(self, statement: Statement) -> asyncio.Future[list[tuple[Any, ...]]]:
+        """``commit`` of one statement with a RETURNING clause: the future resolves to its rows after COMMIT."""
+        future: asyncio.Future[list[tuple[Any, ...]]] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Write([statement], future, returning=True))
         return future
 
     def commit_then(
@@ -427,7 +442,7 @@ def _acknowledge(write: _Write) -> None:
             log.exception("post-commit callback failed")
     future = write.future
     if future is not None and not future.done():
-        future.set_result(None)
+        future.set_result(write.returned)
 
 
 def _refuse(write: _Write, exc: BaseException) -> None:

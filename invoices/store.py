@@ -45,6 +45,7 @@ _ALLOCATE = """INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, p
 SELECT ?1, ?2, 'INV-' || ?3 || '-' || printf('%04d', next.n), ?3, next.n, ?4
 FROM (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM run_invoices WHERE account_id = ?3) AS next
 WHERE NOT EXISTS (SELECT 1 FROM run_invoices WHERE run_id = ?1 AND k = ?2)"""
+_ALLOCATE_RETURNING = _ALLOCATE + " RETURNING n, invoice_id"  # the number without a read after the write
 
 _INVOICE_VALUES = (
     " INTO invoices (invoice_id, run_id, account_id, n, customer, line_items, currency,"
@@ -282,8 +283,11 @@ class InvoiceStore:
     async def take_number(self, run_id: str, account_id: str, k: int, price_version: int) -> tuple[int, str, Invoice | None]:
         """The account's next number for ``(run, k)`` unless it has one: the number, its invoice id, its invoice once issued."""
         await self._opened()
-        await self._engine.execute(_ALLOCATE, (run_id, k, account_id, price_version))
-        taken = await self.allocation(run_id, k)
+        fresh = await self._engine.execute_returning(_ALLOCATE_RETURNING, (run_id, k, account_id, price_version))
+        if fresh:  # a new number: no invoice can have it yet
+            n, invoice_id = fresh[0]
+            return int(n), str(invoice_id), None
+        taken = await self.allocation(run_id, k)  # taken by an earlier execution of the step
         if taken is None:  # pragma: no cover - the statement above wrote it, or it was there
             raise RuntimeError(f"no number taken for ({run_id}, {k})")
         return taken

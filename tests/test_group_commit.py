@@ -52,6 +52,37 @@ async def test_one_failing_write_does_not_fail_its_batch_neighbours(engine: Engi
     assert sql.execute("SELECT k FROM u ORDER BY k").fetchall() == [(1,), (2,), (3,)]
 
 
+async def test_inserts_of_one_batch_land_in_submission_order(engine: Engine, sql: sqlite3.Connection) -> None:
+    await engine.execute("CREATE TABLE seqd (id INTEGER PRIMARY KEY AUTOINCREMENT, v INTEGER NOT NULL UNIQUE)")
+    await engine.execute("INSERT INTO seqd (v) VALUES (-1)")
+    # 300 inserts queued in one loop turn: the writer takes them in a few batches, each
+    # a few multi-row statements (sizes that are powers of two); the duplicate fails alone.
+    values = [*range(150), -1, *range(150, 299)]
+    results = await asyncio.gather(
+        *(engine.execute("INSERT INTO seqd (v) VALUES (?)", (v,)) for v in values), return_exceptions=True
+    )
+    assert [i for i, result in enumerate(results) if result is not None] == [150]
+    assert isinstance(results[150], sqlite3.IntegrityError)
+    assert [v for (v,) in sql.execute("SELECT v FROM seqd ORDER BY id")] == [-1, *range(299)]
+
+
+async def test_execute_returning_gives_each_write_its_rows(engine: Engine, sql: sqlite3.Connection) -> None:
+    await engine.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    await engine.execute("INSERT INTO counters (name, n) VALUES ('a', 0)")
+    bump = "UPDATE counters SET n = n + 1 WHERE name = ? RETURNING n"
+    results = await asyncio.gather(
+        engine.execute_returning(bump, ("a",)),
+        engine.execute("INSERT INTO counters (name, n) VALUES ('a', 9)"),  # duplicate key: fails alone
+        engine.execute_returning(bump, ("a",)),
+        engine.execute_returning(bump, ("missing",)),
+        engine.execute_returning("INSERT INTO counters (name, n) VALUES (?, 5) RETURNING name, n", ("b",)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert [results[0], results[2], results[3], results[4]] == [[(1,)], [(2,)], [], [("b", 5)]]
+    assert sql.execute("SELECT name, n FROM counters ORDER BY name").fetchall() == [("a", 2), ("b", 5)]
+
+
 async def test_locked_database_fails_writes_cleanly_and_recovers(db_path: Path, sql: sqlite3.Connection) -> None:
     async with Engine(db_path) as engine:
         await engine.execute("CREATE TABLE w (k INTEGER PRIMARY KEY)")
