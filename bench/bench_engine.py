@@ -1,11 +1,30 @@
 """Engine benchmark: prints one JSON line of figures.
 
-    python bench/bench_engine.py [--quick]
+    python bench/bench_engine.py [--quick] [--only serial|burst] [--tune-gc]
 
 Every figure runs against a fresh SQLite file in a temporary directory with the
-engine's defaults (WAL, synchronous=FULL) and the GC settings server.py uses
-(``durable.tune_gc()``; ``--default-gc`` keeps CPython's). ``--quick`` shrinks the counts for a
-smoke run; the issue's figures are for the full counts.
+engine's defaults (WAL, synchronous=FULL) and CPython's default GC thresholds
+(``--tune-gc`` applies ``durable.tune_gc()`` first, as server.py does). ``--quick``
+shrinks the counts for a smoke run; the issue's figures are for the full counts.
+
+``serial_*``: the service's shape. Runs are started one after another, each
+start awaited, while the runs started before step, sleep and wake:
+
+- ``serial_1000x20`` / ``serial_200x10`` / ``serial_one_workflow`` (1 x 5,000):
+  ``_steps_per_s`` over the whole figure (first start to last result),
+  ``_start_ms`` and ``_step_ms`` (each step as its workflow body sees it) as
+  p50/p99, and ``_worst_stall_ms``.
+- ``serial_10k_sleep_lateness_ms``: 10,000 workflows each sleeping 1 s; in the
+  body, the time after the sleep returns minus the time before it was called,
+  minus 1 s (p50/p99).
+- ``serial_start_ms``: 1,000 starts of a workflow that does nothing.
+
+``burst_*``: every run of a figure started at once with ``gather`` (the
+CPU-bound case). Then cancel latency (of sleeping runs), recovery of 10,000
+sleeping runs at open, queue dispatch and a fan-out of 1,000 children.
+
+A ``_worst_stall_ms`` is the latest a 1 ms loop timer fired while its figure
+ran: the longest the event loop was kept from its timers.
 """
 
 from __future__ import annotations
@@ -38,10 +57,15 @@ async def noop(i: int) -> int:
     return i
 
 
+step_latencies: list[float] = []  # ms, as the workflow body sees each step
+
+
 @workflow(name="bench.steps")
 async def steps_wf(n: int) -> int:
     for i in range(n):
+        before = time.perf_counter()
         await noop(i)
+        step_latencies.append((time.perf_counter() - before) * 1000)
     return n
 
 
@@ -121,16 +145,18 @@ async def concurrent_steps(db: Path, runs: int, n: int) -> float:
         return runs * n / (time.perf_counter() - t0)
 
 
-async def start_latency(db: Path, n: int) -> list[float]:
+async def start_latency(db: Path, n: int) -> tuple[list[float], float]:
+    """``n`` runs of a workflow that does nothing, each start awaited: latencies (ms), worst stall."""
     async with Engine(db) as engine:
         out = []
         handles = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            handles.append(await engine.start(nothing_wf))
-            out.append((time.perf_counter() - t0) * 1000)
-        await asyncio.gather(*(h.result() for h in handles))
-        return out
+        with StallMonitor() as stalls:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                handles.append(await engine.start(nothing_wf))
+                out.append((time.perf_counter() - t0) * 1000)
+            await asyncio.gather(*(h.result() for h in handles))
+        return out, stalls.worst_ms
 
 
 async def sleeping(db: Path, n: int) -> tuple[list[float], float]:
@@ -205,7 +231,11 @@ class StallMonitor:
 
 
 async def serial_steps(db: Path, runs: int, n: int) -> tuple[float, list[float], float]:
-    """``runs`` workflows of ``n`` steps, each start awaited in turn: steps/s, start latencies (ms), worst stall."""
+    """``runs`` workflows of ``n`` steps, each start awaited in turn: steps/s, start latencies (ms), worst stall.
+
+    Each step's latency as the body saw it lands in ``step_latencies``.
+    """
+    step_latencies.clear()
     async with Engine(db) as engine:
         with StallMonitor() as stalls:
             t0 = time.perf_counter()
@@ -238,23 +268,30 @@ def figure(values: list[float]) -> dict[str, float]:
     return {"p50": round(pct(values, 0.5), 3), "p99": round(pct(values, 0.99), 3)}
 
 
+async def serial_steps_figures(d: Path, name: str, runs: int, n: int) -> dict[str, Any]:
+    """steps/s, start and step latencies (p50/p99, ms) and the worst stall of one serial step figure."""
+    rate, starts, stall = await serial_steps(d / f"{name}.db", runs, n)
+    return {
+        f"{name}_steps_per_s": round(rate),
+        f"{name}_start_ms": figure(starts),
+        f"{name}_step_ms": figure(step_latencies),
+        f"{name}_worst_stall_ms": round(stall, 2),
+    }
+
+
 async def serial_figures(d: Path, k: int) -> dict[str, Any]:
     """The figures of a server's shape (each start awaited while earlier runs step, sleep and wake)."""
     out: dict[str, Any] = {}
-    rate, starts, stall = await serial_steps(d / "serial-1000x20.db", 1000 // k, 20)
-    out["serial_1000x20_steps_per_s"] = round(rate)
-    out["serial_1000x20_start_ms"] = figure(starts)
-    out["serial_1000x20_worst_stall_ms"] = round(stall, 2)
-    rate, starts, stall = await serial_steps(d / "serial-200x10.db", 200 // k, 10)
-    out["serial_200x10_steps_per_s"] = round(rate)
-    out["serial_200x10_worst_stall_ms"] = round(stall, 2)
-    rate, starts, stall = await serial_steps(d / "serial-1x5000.db", 1, 5000 // k)
-    out["serial_one_workflow_steps_per_s"] = round(rate)
-    out["serial_one_workflow_worst_stall_ms"] = round(stall, 2)
+    out.update(await serial_steps_figures(d, "serial_1000x20", 1000 // k, 20))
+    out.update(await serial_steps_figures(d, "serial_200x10", 200 // k, 10))
+    out.update(await serial_steps_figures(d, "serial_one_workflow", 1, 5000 // k))
     gc.collect()
     late, stall = await serial_sleeping(d / "serial-sleep.db", 10000 // k)
     out["serial_10k_sleep_lateness_ms"] = figure(late)
     out["serial_10k_sleep_worst_stall_ms"] = round(stall, 2)
+    starts, stall = await start_latency(d / "serial-start.db", 1000 // k)
+    out["serial_start_ms"] = figure(starts)
+    out["serial_start_worst_stall_ms"] = round(stall, 2)
     return out
 
 
@@ -305,9 +342,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["burst", "serial"], help="one family of figures (default: both)")
-    parser.add_argument("--default-gc", action="store_true", help="keep CPython's GC thresholds (server.py tunes them)")
+    parser.add_argument("--tune-gc", action="store_true", help="durable.tune_gc() first, as server.py does")
     opts = parser.parse_args()
-    if not opts.default_gc:
+    if opts.tune_gc:
         tune_gc()
     k = 10 if opts.quick else 1
     out: dict[str, Any] = {}
@@ -319,28 +356,33 @@ async def main() -> None:
         if opts.only == "serial":
             print(orjson.dumps(out).decode())
             return
-        # Burst figures: every run of a figure started at once with gather.
-        out["seq_steps_per_s"] = round(await seq_steps(d / "seq.db", 5000 // k))
-        out["concurrent_steps_per_s"] = round(await concurrent_steps(d / "conc.db", 1000 // k, 20))
-        starts = await start_latency(d / "start.db", 1000 // k)
-        out["start_latency_ms_p50"] = round(pct(starts, 0.5), 3)
-        out["start_latency_ms_p99"] = round(pct(starts, 0.99), 3)
-        gc.collect()  # each scenario starts without the previous ones' garbage
-        late, rss = await sleeping(d / "sleep.db", 10000 // k)
-        out["sleep_lateness_ms_p50"] = round(pct(late, 0.5), 3)
-        out["sleep_lateness_ms_p99"] = round(pct(late, 0.99), 3)
-        out["rss_mb_10k_sleeping"] = round(rss, 1)
-        cancels = await cancel_latency(d / "cancel.db", 1000 // k)
-        out["cancel_latency_ms_p50"] = round(pct(cancels, 0.5), 3)
-        out["cancel_latency_ms_p99"] = round(pct(cancels, 0.99), 3)
-        out["recovery_s"] = round(await recovery(d / "recover.db", 10000 // k), 3)
-        gaps, to_body = await queue_dispatch(d / "queue.db", 1000 // k)
-        out["queue_dispatch_ms_p50"] = round(pct(gaps, 0.5), 3)
-        out["queue_dispatch_ms_p99"] = round(pct(gaps, 0.99), 3)
-        out["queue_dispatch_to_body_ms_p99"] = round(pct(to_body, 0.99), 3)
-        out["child_fanout_s"] = round(await child_fanout(d / "fanout.db", 1000 // k), 3)
+        out.update(await burst_figures(d, k))
         out["pid_fds"] = len(os.listdir("/proc/self/fd"))
     print(orjson.dumps(out).decode())
+
+
+async def burst_figures(d: Path, k: int) -> dict[str, Any]:
+    """Every run of a figure started at once with gather (the CPU-bound case), and the engine's other figures."""
+    out: dict[str, Any] = {}
+    with StallMonitor() as stalls:
+        out["burst_one_workflow_steps_per_s"] = round(await seq_steps(d / "seq.db", 5000 // k))
+    out["burst_one_workflow_worst_stall_ms"] = round(stalls.worst_ms, 2)
+    with StallMonitor() as stalls:
+        out["burst_1000x20_steps_per_s"] = round(await concurrent_steps(d / "conc.db", 1000 // k, 20))
+    out["burst_1000x20_worst_stall_ms"] = round(stalls.worst_ms, 2)
+    gc.collect()  # each scenario starts without the previous ones' garbage
+    with StallMonitor() as stalls:
+        late, rss = await sleeping(d / "sleep.db", 10000 // k)
+    out["burst_10k_sleep_lateness_ms"] = figure(late)
+    out["burst_10k_sleep_worst_stall_ms"] = round(stalls.worst_ms, 2)
+    out["rss_mb_10k_sleeping"] = round(rss, 1)
+    out["cancel_latency_ms"] = figure(await cancel_latency(d / "cancel.db", 1000 // k))
+    out["recovery_10k_sleeping_s"] = round(await recovery(d / "recover.db", 10000 // k), 3)
+    gaps, to_body = await queue_dispatch(d / "queue.db", 1000 // k)
+    out["queue_dispatch_ms"] = figure(gaps)
+    out["queue_dispatch_to_body_ms"] = figure(to_body)
+    out["child_fanout_1000_s"] = round(await child_fanout(d / "fanout.db", 1000 // k), 3)
+    return out
 
 
 if __name__ == "__main__":

@@ -129,9 +129,10 @@ class StepCall:
         number, started, ended = attempt.number, attempt.started, attempt.ended
         completed = run.host.journal.step_completed(run.run_id, self.seq, self.step.name, data, number, started, ended, abandoned)
 
+        value = decode(data)  # here, in the step's context: a stream reader binds to this run's engine
+
         def committed() -> None:
             run.step_parts.pop(self.seq, None)
-            value = decode(data)
             run.deliver_live(ended, lambda: self._settle_value(value))
 
         run.commit_then([completed], committed, self._settle_error)
