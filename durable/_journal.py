@@ -493,7 +493,7 @@ class Journal:
             for run_id, ns in await self.fetchall(
                 f"SELECT c.run_id, c.namespace FROM closed_streams c JOIN runs r ON r.run_id = c.run_id WHERE {where}", params
             ):
-                replays[run_id].closed.add(ns)
+                replays[run_id].closed[ns] = None
         return runs, replays
 
     async def _load_ops(self, where: str, params: tuple[Any, ...], replays: dict[str, Replay]) -> None:

@@ -44,7 +44,7 @@ class Replay:
     ops: dict[int, Recorded] = field(default_factory=dict)
     chunk_next: dict[str, int] = field(default_factory=dict)
     step_parts: dict[int, int] = field(default_factory=dict)
-    closed: set[str] = field(default_factory=set)
+    closed: dict[str, None] = field(default_factory=dict)  # namespaces, as an ordered set
     received: dict[int, int] = field(default_factory=dict)  # receive seq -> index of the hook payload it got
 
     def delivery_order(self, now: float) -> list[int]:

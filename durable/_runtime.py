@@ -114,7 +114,10 @@ class RunContext:
         self.recorded = replay.ops
         self.chunk_next = replay.chunk_next
         self.step_parts = replay.step_parts
-        self.closed_here: set[str] = set()  # closed by this execution: writing to them is an error
+        # Dicts used as ordered sets: unlike a set, an empty dict (or one of strings) is not
+        # tracked by the cyclic collector, and thousands of idle runs make full collections
+        # (which pause the loop) proportionally shorter.
+        self.closed_here: dict[str, None] = {}  # closed by this execution: writing to them is an error
         self.closed_committed = replay.closed  # closed in the journal: their readers end
         self.received = replay.received  # hook payloads (their index) by the receive that got them
         self.next_seq = 0
@@ -128,10 +131,10 @@ class RunContext:
         self.fault: BaseException | None = None
         self.nondeterminism: NonDeterminismError | None = None
         self.task: asyncio.Task[None] | None = None
-        self.steps: set[asyncio.Task[None]] = set()
-        self.waits: set[asyncio.Future[None]] = set()
+        self.steps: dict[asyncio.Task[None], None] = {}
+        self.waits: dict[asyncio.Future[None], None] = {}
         self._prune_waits_at = 8
-        self._stop_waiters: list[asyncio.Future[None]] = []
+        self._stop_waiters: list[asyncio.Future[None]] | None = None  # made when someone waits
         self._write_refused = False
 
     def __repr__(self) -> str:
@@ -198,6 +201,8 @@ class RunContext:
         if self.phase.stopped and (self.task is None or self.task.done()):
             future.set_result(None)
         else:
+            if self._stop_waiters is None:
+                self._stop_waiters = []
             self._stop_waiters.append(future)
         return future
 
@@ -252,7 +257,7 @@ class RunContext:
         if self.waits:
             self._forget_waits(ended_only=False)
         self.host.run_stopped(self)
-        waiters, self._stop_waiters = self._stop_waiters, []
+        waiters, self._stop_waiters = self._stop_waiters or [], None
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -392,7 +397,7 @@ class RunContext:
         else:
             self.check_not_cancelled()
             task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
-            self.steps.add(task)  # the step's task leaves the set when it ends (StepCall.execute)
+            self.steps[task] = None  # the step's task leaves when it ends (StepCall.execute)
         return future
 
     # -- delivering results ---------------------------------------------------
@@ -450,17 +455,17 @@ class RunContext:
         if len(self.waits) >= self._prune_waits_at:  # amortized: a fan-out of sleeps stays linear
             self._forget_waits(ended_only=True)
             self._prune_waits_at = max(8, 2 * len(self.waits))
-        self.waits.add(waiting)
+        self.waits[waiting] = None
         return waiting
 
     def _forget_waits(self, ended_only: bool) -> None:
         """Drop ended waits (all of them once the run stops). The timer queue learns of
         those that ended early, without a loop callback per wait."""
-        kept: set[asyncio.Future[None]] = set()
+        kept: dict[asyncio.Future[None], None] = {}
         for waiting in self.waits:
             if not waiting.done():
                 if ended_only:
-                    kept.add(waiting)
+                    kept[waiting] = None
             elif waiting.cancelled() or waiting.exception() is not None:
                 self.host.timers.ended_early()
         self.waits = kept
@@ -528,10 +533,10 @@ class RunContext:
         return self.commit([self.host.journal.chunk(self.run_id, namespace, index, seq, part, data, time.time())], published)
 
     def close_stream(self, namespace: str) -> asyncio.Future[None]:
-        self.closed_here.add(namespace)
+        self.closed_here[namespace] = None
 
         def committed() -> None:
-            self.closed_committed.add(namespace)
+            self.closed_committed[namespace] = None
             self.host.hub.close(self.run_id, namespace)
 
         return self.commit([self.host.journal.stream_closed(self.run_id, namespace, time.time())], committed)

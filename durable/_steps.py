@@ -82,7 +82,7 @@ class StepCall:
             self._settle_error(exc)
         finally:
             # Here rather than in a done callback: one loop callback fewer per step.
-            self.run.steps.discard(asyncio.current_task())
+            self.run.steps.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
 
     async def _attempt_and_record(self) -> bool:
         """One attempt after its retry wait; whether the step is settled."""
