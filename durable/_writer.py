@@ -135,7 +135,18 @@ class _MultiRow:
     def __init__(self, sql: str, placeholders: str) -> None:
         self._sql = sql
         self._more = ", " + placeholders
+        self._width = placeholders.count("?")
         self._texts: dict[int, str] = {1: sql}
+
+    def fits(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """Whether every row is a tuple or list with one value per placeholder.
+
+        Flattened, any other row (a dict, a value too few or too many) would bind to
+        its neighbours' placeholders and store wrong rows, where ``executemany``
+        refuses it and the write fails alone.
+        """
+        width = self._width
+        return all(isinstance(row, (tuple, list)) and len(row) == width for row in rows)
 
     def chunks(self, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
         out = []
@@ -234,7 +245,7 @@ class _Connection:
                 group.returning.returned = self.conn.execute(group.sql, group.rows[0]).fetchall()
             elif len(group.rows) == 1:
                 self.conn.execute(group.sql, group.rows[0])
-            elif (multi := self._multi_row_of(group.sql)) is not None:
+            elif (multi := self._multi_row_of(group.sql)) is not None and multi.fits(group.rows):
                 for sql, params in multi.chunks(group.rows):
                     self.conn.execute(sql, params)
             else:
