@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import re
 import sqlite3
 import threading
 from collections import deque
@@ -110,12 +111,18 @@ _VALUES = " VALUES ("
 _MULTI_ROW_MAX = 256  # rows per INSERT: 11 columns x 256 stays far below SQLite's 32,766 parameters
 
 
+# What may come before VALUES: ``INSERT [OR ...] INTO name [(columns)]``, nothing else. A
+# VALUES that ends a compound SELECT (``INSERT INTO t SELECT ... UNION ALL VALUES (?)``)
+# must not take more rows: the SELECT's rows would be inserted once, not once per write.
+_PLAIN_INSERT = re.compile(r"INSERT(?:\s+OR\s+[A-Z]+)?\s+INTO\s+[\w.\"`\[\]]+\s*(?:\([^()]*\))?")
+
+
 def _row_placeholders(sql: str) -> str | None:
     """The ``(?, ..., ?)`` of an ``INSERT ... VALUES (?, ..., ?)`` that takes one row, else ``None``."""
     if not sql.startswith("INSERT"):
         return None
     at = sql.rfind(_VALUES)
-    if at < 0:
+    if at < 0 or _PLAIN_INSERT.fullmatch(sql, 0, at) is None:
         return None
     tail = sql[at + len(_VALUES) - 1 :]
     if not tail.endswith(")") or set(tail[1:-1]) - {"?", ",", " "}:

@@ -142,3 +142,15 @@ async def test_a_write_with_the_wrong_parameters_fails_alone_when_its_batch_is_g
     )
     assert [type(result).__name__ for result in results] == ["NoneType", "NoneType", "ProgrammingError", "NoneType"]
     assert sql.execute("SELECT a, b FROM pairs ORDER BY rowid").fetchall() == [(1, 1), (2, 2), (4, 4)]
+
+
+async def test_a_values_row_that_ends_a_compound_select_is_not_merged(engine: Engine, sql: sqlite3.Connection) -> None:
+    # Each write inserts the SELECT's row and its own: taken into one multi-row
+    # INSERT, the SELECT's row would be inserted once for all of them.
+    await engine.execute("CREATE TABLE source (x)")
+    await engine.execute("INSERT INTO source (x) VALUES ('copied')")
+    await engine.execute("CREATE TABLE target (a)")
+    insert = "INSERT INTO target (a) SELECT x FROM source UNION ALL VALUES (?)"
+    await asyncio.gather(*(engine.execute(insert, (k,)) for k in range(64)))
+    assert sql.execute("SELECT COUNT(*) FROM target WHERE a = 'copied'").fetchone() == (64,)
+    assert sql.execute("SELECT COUNT(*) FROM target WHERE a != 'copied'").fetchone() == (64,)
