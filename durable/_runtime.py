@@ -136,6 +136,9 @@ class RunContext:
         self._prune_waits_at = 8
         self._stop_waiters: list[asyncio.Future[None]] | None = None  # made when someone waits
         self._write_refused = False
+        # The last write nothing in the run awaits (``commit_then``): outcomes come in
+        # submission order, so once it is settled every earlier one is too.
+        self.last_unawaited: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<run {self.run_id}>"
@@ -219,13 +222,17 @@ class RunContext:
         return future
 
     def commit_then(self, statements: list[Statement], on_commit: Callable[[], None], on_failure: OnFailure) -> None:
-        """``commit`` that nothing awaits: a failure faults the run, then ``on_failure`` gets the error."""
+        """``commit`` that nothing awaits: a failure faults the run, then ``on_failure`` gets the error.
+
+        A step's result is such a write, and its task ends as it is queued: cancel()
+        waits for ``last_unawaited`` so that it returns after the result is journaled.
+        """
 
         def failed(exc: BaseException) -> None:
             self._commit_failed(exc)
             on_failure(exc)
 
-        self.host.journal.commit_then(statements, on_commit, failed, self)
+        self.last_unawaited = self.host.journal.commit(statements, on_commit, failed, self)
 
     @property
     def accepts_writes(self) -> bool:

@@ -466,13 +466,17 @@ class RunSupervisor:
         run.never_started()
 
     async def _let_steps_finish(self, run: RunContext) -> None:
-        if not run.steps:
-            return
-        _, late = await asyncio.wait(set(run.steps), timeout=self.cancel_grace)
-        if late:
-            for task in late:
-                task.cancel()
-            await asyncio.wait(late, timeout=1.0)  # a step must not complete after we return
+        if run.steps:
+            _, late = await asyncio.wait(set(run.steps), timeout=self.cancel_grace)
+            if late:
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)  # a step must not complete after we return
+        # A step's task ends when its result is queued, not committed: no result of a
+        # finished step may land after cancel() returns.
+        queued = run.last_unawaited
+        if queued is not None and not queued.done():
+            await asyncio.wait({queued})
 
     # -- streams ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import re
 import sqlite3
 import threading
 from collections import deque
@@ -110,12 +111,18 @@ _VALUES = " VALUES ("
 _MULTI_ROW_MAX = 256  # rows per INSERT: 11 columns x 256 stays far below SQLite's 32,766 parameters
 
 
+# What may come before VALUES: ``INSERT [OR ...] INTO name [(columns)]``, nothing else. A
+# VALUES that ends a compound SELECT (``INSERT INTO t SELECT ... UNION ALL VALUES (?)``)
+# must not take more rows: the SELECT's rows would be inserted once, not once per write.
+_PLAIN_INSERT = re.compile(r"INSERT(?:\s+OR\s+[A-Z]+)?\s+INTO\s+[\w.\"`\[\]]+\s*(?:\([^()]*\))?")
+
+
 def _row_placeholders(sql: str) -> str | None:
     """The ``(?, ..., ?)`` of an ``INSERT ... VALUES (?, ..., ?)`` that takes one row, else ``None``."""
     if not sql.startswith("INSERT"):
         return None
     at = sql.rfind(_VALUES)
-    if at < 0:
+    if at < 0 or _PLAIN_INSERT.fullmatch(sql, 0, at) is None:
         return None
     tail = sql[at + len(_VALUES) - 1 :]
     if not tail.endswith(")") or set(tail[1:-1]) - {"?", ",", " "}:
@@ -135,7 +142,18 @@ class _MultiRow:
     def __init__(self, sql: str, placeholders: str) -> None:
         self._sql = sql
         self._more = ", " + placeholders
+        self._width = placeholders.count("?")
         self._texts: dict[int, str] = {1: sql}
+
+    def fits(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """Whether every row is a tuple or list with one value per placeholder.
+
+        Flattened, any other row (a dict, a value too few or too many) would bind to
+        its neighbours' placeholders and store wrong rows, where ``executemany``
+        refuses it and the write fails alone.
+        """
+        width = self._width
+        return all(isinstance(row, (tuple, list)) and len(row) == width for row in rows)
 
     def chunks(self, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
         out = []
@@ -234,7 +252,7 @@ class _Connection:
                 group.returning.returned = self.conn.execute(group.sql, group.rows[0]).fetchall()
             elif len(group.rows) == 1:
                 self.conn.execute(group.sql, group.rows[0])
-            elif (multi := self._multi_row_of(group.sql)) is not None:
+            elif (multi := self._multi_row_of(group.sql)) is not None and multi.fits(group.rows):
                 for sql, params in multi.chunks(group.rows):
                     self.conn.execute(sql, params)
             else:

@@ -276,3 +276,37 @@ async def test_a_body_that_raises_its_own_cancellation_ends_cancelled_with_its_r
     async with Engine(db_path) as engine:
         assert engine.stats()["active_runs"] == 0
         assert (await engine.get_run(run.run_id).describe()).error == "nobody decided within 50ms"
+
+
+@workflow(name="cancel.leaves_a_step")
+async def leaves_a_step() -> None:
+    work(7)  # started, not awaited: the body unwinds from its sleep while the step runs
+    await sleep("1h")
+
+
+async def test_cancel_returns_after_the_result_of_the_step_it_let_finish_is_committed(
+    db_path: Path, sql: sqlite3.Connection
+) -> None:
+    gates.update({"step 7": asyncio.Event(), "in step 7": asyncio.Event()})
+    try:
+        async with Engine(db_path) as engine:
+            run = await engine.start(leaves_a_step)
+            await gates["in step 7"].wait()
+            await until(lambda: _has_sleep(run), what="the run to sleep")
+            cancelling = asyncio.ensure_future(run.cancel())
+            with pytest.raises(RunCancelled):
+                await run.result(timeout=5)  # the body has unwound; its step still runs
+            assert not cancelling.done()  # it waits for the in-flight step
+            sql.execute("BEGIN IMMEDIATE")  # nothing commits until this transaction ends
+            try:
+                gates["step 7"].set()
+                # The step has finished but its result cannot commit: cancel() must not return.
+                done, _ = await asyncio.wait({cancelling}, timeout=0.3)
+            finally:
+                sql.execute("ROLLBACK")
+            assert not done, "cancel() returned before the result of the step it let finish was committed"
+            assert await cancelling is RunStatus.RUNNING
+            ops = sql.execute("SELECT seq, state, result FROM ops WHERE run_id = ? ORDER BY seq", (run.run_id,)).fetchall()
+            assert ops == [(0, "completed", b"7"), (1, "waiting", None)]
+    finally:
+        gates.clear()

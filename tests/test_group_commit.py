@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,34 @@ async def test_a_batch_larger_than_a_resolve_slice_acknowledges_every_write_in_o
     assert engine.stats()["commits"] - before <= 3  # one or two batches well over a slice
     assert acknowledged == list(range(2000))
     assert sql.execute("SELECT COUNT(*) FROM b").fetchone() == (2000,)
+
+
+async def test_a_write_with_the_wrong_parameters_fails_alone_when_its_batch_is_grouped(
+    engine: Engine, sql: sqlite3.Connection
+) -> None:
+    # Grouped into one multi-row INSERT, a row's values must never bind to another
+    # row's placeholders: each of these fails, as it does when committed alone.
+    await engine.execute("CREATE TABLE pairs (a, b)")
+    insert = "INSERT INTO pairs (a, b) VALUES (?, ?)"
+    wrong: list[Any] = [{"a": k, "b": k} for k in range(64)] + [(k,) if k % 2 else (k, k, k) for k in range(64)]
+    results = await asyncio.gather(*(engine.execute(insert, params) for params in wrong), return_exceptions=True)
+    assert all(isinstance(result, sqlite3.ProgrammingError) for result in results), results
+    assert sql.execute("SELECT COUNT(*) FROM pairs").fetchone() == (0,)
+    # Right ones grouped with a wrong one: they land, it fails.
+    results = await asyncio.gather(
+        *(engine.execute(insert, params) for params in [(1, 1), (2, 2), (3,), (4, 4)]), return_exceptions=True
+    )
+    assert [type(result).__name__ for result in results] == ["NoneType", "NoneType", "ProgrammingError", "NoneType"]
+    assert sql.execute("SELECT a, b FROM pairs ORDER BY rowid").fetchall() == [(1, 1), (2, 2), (4, 4)]
+
+
+async def test_a_values_row_that_ends_a_compound_select_is_not_merged(engine: Engine, sql: sqlite3.Connection) -> None:
+    # Each write inserts the SELECT's row and its own: taken into one multi-row
+    # INSERT, the SELECT's row would be inserted once for all of them.
+    await engine.execute("CREATE TABLE source (x)")
+    await engine.execute("INSERT INTO source (x) VALUES ('copied')")
+    await engine.execute("CREATE TABLE target (a)")
+    insert = "INSERT INTO target (a) SELECT x FROM source UNION ALL VALUES (?)"
+    await asyncio.gather(*(engine.execute(insert, (k,)) for k in range(64)))
+    assert sql.execute("SELECT COUNT(*) FROM target WHERE a = 'copied'").fetchone() == (64,)
+    assert sql.execute("SELECT COUNT(*) FROM target WHERE a != 'copied'").fetchone() == (64,)
