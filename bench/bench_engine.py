@@ -1,6 +1,6 @@
 """Engine benchmark: prints one JSON line of figures.
 
-    python bench/bench_engine.py [--quick] [--only serial|burst] [--tune-gc]
+    python bench/bench_engine.py [--quick] [--only serial|burst] [--shape 1000x20 ...] [--tune-gc]
 
 Every figure runs against a fresh SQLite file in a temporary directory with the
 engine's defaults (WAL, synchronous=FULL) and CPython's default GC thresholds
@@ -23,6 +23,10 @@ start awaited, while the runs started before step, sleep and wake:
 CPU-bound case). Then cancel latency (of sleeping runs), recovery of 10,000
 sleeping runs at open, queue dispatch and a fan-out of 1,000 children.
 
+``--shape`` runs only the serial figures named (``1000x20``, ``200x10``,
+``one_workflow``, ``10k_sleep``, ``start``), to profile one shape, e.g.
+``py-spy record --threads --idle -- python bench/bench_engine.py --shape 1000x20``.
+
 A ``_worst_stall_ms`` is the latest a 1 ms loop timer fired while its figure
 ran: the longest the event loop was kept from its timers.
 """
@@ -36,6 +40,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -279,19 +284,31 @@ async def serial_steps_figures(d: Path, name: str, runs: int, n: int) -> dict[st
     }
 
 
-async def serial_figures(d: Path, k: int) -> dict[str, Any]:
-    """The figures of a server's shape (each start awaited while earlier runs step, sleep and wake)."""
-    out: dict[str, Any] = {}
-    out.update(await serial_steps_figures(d, "serial_1000x20", 1000 // k, 20))
-    out.update(await serial_steps_figures(d, "serial_200x10", 200 // k, 10))
-    out.update(await serial_steps_figures(d, "serial_one_workflow", 1, 5000 // k))
+async def serial_sleep_figures(d: Path, k: int) -> dict[str, Any]:
     gc.collect()
     late, stall = await serial_sleeping(d / "serial-sleep.db", 10000 // k)
-    out["serial_10k_sleep_lateness_ms"] = figure(late)
-    out["serial_10k_sleep_worst_stall_ms"] = round(stall, 2)
+    return {"serial_10k_sleep_lateness_ms": figure(late), "serial_10k_sleep_worst_stall_ms": round(stall, 2)}
+
+
+async def serial_start_figures(d: Path, k: int) -> dict[str, Any]:
     starts, stall = await start_latency(d / "serial-start.db", 1000 // k)
-    out["serial_start_ms"] = figure(starts)
-    out["serial_start_worst_stall_ms"] = round(stall, 2)
+    return {"serial_start_ms": figure(starts), "serial_start_worst_stall_ms": round(stall, 2)}
+
+
+SERIAL_SHAPES: dict[str, Callable[[Path, int], Awaitable[dict[str, Any]]]] = {
+    "1000x20": lambda d, k: serial_steps_figures(d, "serial_1000x20", 1000 // k, 20),
+    "200x10": lambda d, k: serial_steps_figures(d, "serial_200x10", 200 // k, 10),
+    "one_workflow": lambda d, k: serial_steps_figures(d, "serial_one_workflow", 1, 5000 // k),
+    "10k_sleep": serial_sleep_figures,
+    "start": serial_start_figures,
+}
+
+
+async def serial_figures(d: Path, k: int, shapes: list[str]) -> dict[str, Any]:
+    """The figures of a server's shape (each start awaited while earlier runs step, sleep and wake)."""
+    out: dict[str, Any] = {}
+    for shape in shapes:
+        out.update(await SERIAL_SHAPES[shape](d, k))
     return out
 
 
@@ -343,6 +360,9 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["burst", "serial"], help="one family of figures (default: both)")
     parser.add_argument("--tune-gc", action="store_true", help="durable.tune_gc() first, as server.py does")
+    parser.add_argument(
+        "--shape", choices=list(SERIAL_SHAPES), action="append", help="only this serial figure (repeatable; for a profiler)"
+    )
     opts = parser.parse_args()
     if opts.tune_gc:
         tune_gc()
@@ -351,9 +371,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         d = Path(tmp)
         if opts.only != "burst":
-            out.update(await serial_figures(d, k))
+            out.update(await serial_figures(d, k, opts.shape or list(SERIAL_SHAPES)))
             gc.collect()
-        if opts.only == "serial":
+        if opts.only == "serial" or opts.shape:
             print(orjson.dumps(out).decode())
             return
         out.update(await burst_figures(d, k))
