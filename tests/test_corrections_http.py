@@ -16,46 +16,26 @@ import io
 import re
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse
+from app_client import AppClient, open_client, serving
 from harness import SseEvent, sql_rows, sse_events, until
 
 from durable import Run, RunStatus
-from invoices import create_app
 from invoices.correction import correct_invoices
 from invoices.keys import engine_key
 from invoices.pricing import CATALOG, SEED_PRICES, PriceList, Product, price_invoice
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-JSON = {"Content-Type": "application/json"}
 V2 = PriceList(2, "USD", 825, tuple(Product(p.sku, p.description, p.unit_price_cents + 100) for p in CATALOG))
 REPLACE = "invoices.correction.issue_replacement"
 CREDIT = "invoices.correction.issue_credit_note"
 
 
-@dataclass
-class Api:
-    client: TestClient[web.Request, web.Application]
-    app: web.Application
-    db: Path
-    statuses: list[int] = field(default_factory=list)
-
-    async def send(self, method: str, path: str, body: Any = None) -> ClientResponse:
-        if body is None:
-            return await self.client.request(method, path)
-        return await self.client.request(method, path, data=orjson.dumps(body), headers=JSON)
-
-    async def json(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        response = await self.send(method, path, body)
-        assert response.status == status, await response.text()
-        return await response.json()
-
+class Api(AppClient):
     async def batch(self, account_id: str, total: int) -> str:
         """A batch at 0s, run to its end."""
         started = await self.json("POST", "/api/start", {"accountId": account_id, "total": total, "delay": "0s"})
@@ -80,31 +60,15 @@ class Api:
     async def data(self, run_id: str) -> list[dict[str, Any]]:
         return [data for _, data in await self.events(run_id)]
 
-    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return sql_rows(self.db, query, params)
-
 
 async def open_api(db: Path, statuses: list[int]) -> Api:
-    app = create_app(db)
-
-    async def record(request: web.Request, response: web.StreamResponse) -> None:
-        statuses.append(response.status)
-
-    app.on_response_prepare.append(record)
-    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    return Api(client, app, db, statuses)
+    return await open_client(Api, db, statuses)
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    statuses: list[int] = []
-    instance = await open_api(tmp_path / "invoices.db", statuses)
-    try:
+    async with serving(Api, tmp_path / "invoices.db") as instance:
         yield instance
-    finally:
-        await instance.client.close()
-    assert [status for status in statuses if status >= 500] == []
 
 
 def inv(account: str, n: int) -> str:

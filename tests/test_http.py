@@ -8,7 +8,6 @@ import io
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,16 @@ import orjson
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from app_client import JSON, AppClient, open_client, serving
 from harness import SseEvent, SseParser, parse_sse, sql_rows, sse_events, sse_lines, stored_invoices, until
 
 from durable import Run, RunFailed, RunStatus
-from invoices import create_app
 from invoices.errors import error_middleware
 from invoices.keys import engine_key, hub_key
 from invoices.pricing import price_invoice
 from invoices.workflow import ZERO_DELAY_WINDOW, generate_invoices
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-JSON = {"Content-Type": "application/json"}
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -37,14 +35,8 @@ CSP = (
 # -- fixtures and helpers ---------------------------------------------------------
 
 
-@dataclass
-class Api:
-    """A test client plus what the server sent, to check that nothing was a 5xx."""
-
-    client: TestClient[web.Request, web.Application]
-    app: web.Application
-    db: Path
-    statuses: list[int] = field(default_factory=list)
+class Api(AppClient):
+    """The calls these tests make (every status is recorded: a fixture checks that none was a 5xx)."""
 
     async def post(self, path: str, body: Any, **kwargs: Any) -> ClientResponse:
         headers = {**JSON, **kwargs.pop("headers", {})}
@@ -68,31 +60,14 @@ class Api:
         return body
 
 
-def make_app(db: Path, **kwargs: Any) -> web.Application:
-    return create_app(db, **kwargs)
-
-
 async def open_api(db: Path, statuses: list[int], **kwargs: Any) -> Api:
-    app = make_app(db, **kwargs)
-
-    async def record(request: web.Request, response: web.StreamResponse) -> None:
-        statuses.append(response.status)
-
-    app.on_response_prepare.append(record)
-    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    return Api(client, app, db, statuses)
+    return await open_client(Api, db, statuses, **kwargs)
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    statuses: list[int] = []
-    instance = await open_api(tmp_path / "invoices.db", statuses)
-    try:
+    async with serving(Api, tmp_path / "invoices.db", allowed_5xx={503}) as instance:  # 503: the answer to a storage fault
         yield instance
-    finally:
-        await instance.client.close()
-    assert [status for status in statuses if status >= 500 and status != 503] == []
 
 
 @pytest.fixture

@@ -10,19 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_client import serving
 from harness import sse_events, until
-from test_http import Api, open_api
+from test_http import Api
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    statuses: list[int] = []
-    instance = await open_api(tmp_path / "invoices.db", statuses)
-    try:
+    async with serving(Api, tmp_path / "invoices.db") as instance:
         yield instance
-    finally:
-        await instance.client.close()
-    assert [status for status in statuses if status >= 500] == []
 
 
 def count_runs(db: Path) -> int:

@@ -10,45 +10,24 @@ import asyncio
 import csv
 import io
 import re
-import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from app_client import JSON, AppClient, serving
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from invoices import create_app
 from invoices.pricing import CATALOG, PriceList, Product, price_invoice
 from invoices.validation import ValidationError, validate_prices
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-JSON = {"Content-Type": "application/json"}
 SEED_PRODUCTS = [{"sku": p.sku, "description": p.description, "unitPriceCents": p.unit_price_cents} for p in CATALOG]
 
 
-@dataclass
-class Api:
-    client: TestClient[web.Request, web.Application]
-    db: Path
-    statuses: list[int] = field(default_factory=list)
-
-    async def send(self, method: str, path: str, body: Any) -> ClientResponse:
-        return await self.client.request(method, path, data=orjson.dumps(body), headers=JSON)
-
-    async def json(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        if body is None:
-            response = await self.client.request(method, path)
-        else:
-            response = await self.send(method, path, body)
-        assert response.status == status, await response.text()
-        return await response.json()
-
+class Api(AppClient):
     async def put_prices(self, body: Any, status: int = 200) -> Any:
         return await self.json("PUT", "/api/prices", body, status)
 
@@ -69,27 +48,11 @@ class Api:
         invoices: list[dict[str, Any]] = body["invoices"]
         return invoices
 
-    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db) as conn:
-            return conn.execute(query, params).fetchall()
-
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    app = create_app(tmp_path / "invoices.db")
-    statuses: list[int] = []
-
-    async def record(request: web.Request, response: web.StreamResponse) -> None:
-        statuses.append(response.status)
-
-    app.on_response_prepare.append(record)
-    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    try:
-        yield Api(client, tmp_path / "invoices.db", statuses)
-    finally:
-        await client.close()
-    assert [status for status in statuses if status >= 500] == []
+    async with serving(Api, tmp_path / "invoices.db") as instance:
+        yield instance
 
 
 def ids(account_id: str, numbers: range) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from app_client import serving
 from harness import SseEvent, make_unfinished, sql_rows, sse_events, stored_invoices, until
 from test_http import Api, complete, open_api, progress
 
@@ -27,13 +28,8 @@ CANCEL_KEYS = ["runId", "message", "previousStatus", "currentStatus", "invoicesI
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    statuses: list[int] = []
-    instance = await open_api(tmp_path / "invoices.db", statuses)
-    try:
+    async with serving(Api, tmp_path / "invoices.db") as instance:
         yield instance
-    finally:
-        await instance.client.close()
-    assert [status for status in statuses if status >= 500] == []
 
 
 async def start(api: Api, **body: Any) -> dict[str, Any]:
