@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -8,6 +10,14 @@ import pytest
 from harness import ServerFactory, ServerProcess
 
 from durable import Engine
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    """Randomness a failing run can replay: the seed is printed, and ``RELIABILITY_SEED=<seed>`` reuses it."""
+    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
+    print(f"RELIABILITY_SEED={seed}")
+    return random.Random(seed)
 
 
 @pytest.fixture

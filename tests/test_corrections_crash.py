@@ -12,7 +12,6 @@ moments come from one seed per test (printed, replay with
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,13 +24,6 @@ from harness import Api, ServerProcess, client_session, integrity_check, sql_row
 from invoices.pricing import CATALOG
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def rng() -> random.Random:
-    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
-    print(f"RELIABILITY_SEED={seed}")
-    return random.Random(seed)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ with ``RELIABILITY_SEED=<seed>``), as in ``test_reliability.py``.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -22,13 +21,6 @@ import pytest
 from harness import Api, ServerProcess, client_session, integrity_check, until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def rng() -> random.Random:
-    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
-    print(f"RELIABILITY_SEED={seed}")
-    return random.Random(seed)
 
 
 @pytest.fixture

@@ -57,13 +57,6 @@ SSE_WRITE_TIMEOUT_S = 2.0
 
 
 @pytest.fixture
-def rng() -> random.Random:
-    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
-    print(f"RELIABILITY_SEED={seed}")
-    return random.Random(seed)
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with client_session() as session:
         yield session
