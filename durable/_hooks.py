@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._context import current_run, current_step
 from ._errors import HookConflict, HookTimeout
+from ._futures import settle_error
 from ._hook_registry import ActiveHook, Payload
 from ._replay import Recorded, receive_name
 from ._serde import Duration, parse_duration
@@ -52,16 +53,6 @@ def _check_token(token: object) -> str:
     if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_LENGTH:
         raise ValueError(f"a hook token must be a string of 1 to {MAX_TOKEN_LENGTH} characters, got {token!r:.80}")
     return token
-
-
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 class _State(enum.Enum):
@@ -140,7 +131,7 @@ class _Receive:
         error = wake.exception()
         if error is not None:  # the run was cancelled
             self.state = _State.DONE
-            _settle_error(self.future, error)
+            settle_error(self.future, error)
             return
         self.state = _State.TIMING_OUT
         self.hook.record_timeout(self)
@@ -153,7 +144,7 @@ class _Receive:
     def end(self, error: BaseException) -> None:
         self.state = _State.DONE
         self._end_wake()
-        _settle_error(self.future, error)
+        settle_error(self.future, error)
 
     def _future_done(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled():
@@ -249,7 +240,7 @@ class Hook(Generic[T]):
         if rec.state == "timeout":
             receive.state = _State.DONE
             error = HookTimeout(self.token, receive.timeout or "its timeout")
-            self.run._deliver_recorded(seq, rec, lambda: _settle_error(receive.future, error))
+            self.run._deliver_recorded(seq, rec, lambda: settle_error(receive.future, error))
         else:
             receive.state = _State.BOUND
             receive.payload = Payload(self.run.received.get(seq, -1), rec.result or b"null", rec.completed_at or 0.0)

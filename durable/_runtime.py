@@ -21,6 +21,7 @@ import orjson
 from ._context import current_run, current_step
 from ._errors import NonDeterminismError, RunCancelled, StepFailed
 from ._failures import ErrorInfo
+from ._futures import done_future, settle, settle_error
 from ._journal import Journal, Statement
 from ._models import RunStatus
 from ._order import ReplayOrder
@@ -68,24 +69,8 @@ def _describe(until: Duration | datetime) -> str:
     return until.isoformat() if isinstance(until, datetime) else str(until)
 
 
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-
-
 def _ignore(exc: BaseException) -> None:
     """The failure is handled elsewhere (the run faulted)."""
-
-
-def done_future() -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
 
 
 class RunContext:
@@ -396,11 +381,11 @@ class RunContext:
             pass  # live, the body gave up on it (a timeout): it never gets it on replay either
         elif rec is not None and rec.state == "completed":
             value = decode(rec.result or b"null")
-            self._deliver_recorded(seq, rec, lambda: _settle(future, value))
+            self._deliver_recorded(seq, rec, lambda: settle(future, value))
         elif rec is not None and rec.state == "failed":
             info = orjson.loads(rec.result or b"{}")
             error = StepFailed(info["step"], info["type"], info["message"], info.get("stack", ""))
-            self._deliver_recorded(seq, rec, lambda: _settle_error(future, error))
+            self._deliver_recorded(seq, rec, lambda: settle_error(future, error))
         else:
             self.check_not_cancelled()
             task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
@@ -449,7 +434,7 @@ class RunContext:
         if self._order is not None and self._order.replaying:
             # Due while recorded results are still being handed over: it wakes after them.
             timer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            timer.add_done_callback(lambda _: self.deliver_live(wake_at, lambda: _settle(waiting, None)))
+            timer.add_done_callback(lambda _: self.deliver_live(wake_at, lambda: settle(waiting, None)))
             self.host.timers.resolve_at(wake_at, timer)
         else:
             self.host.timers.resolve_at(wake_at, waiting, self)
@@ -485,7 +470,7 @@ class RunContext:
         if rec is not None and rec.wake_at is not None:
             if rec.wake_at <= now:  # it had ended before: replays as ended, also while cancelling
                 ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._deliver_recorded(seq, rec, lambda: _settle(ended, None))
+                self._deliver_recorded(seq, rec, lambda: settle(ended, None))
                 return ended
             return self.wait_until(rec.wake_at)
         self.check_not_cancelled()
