@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import re
 import sqlite3
 import threading
 from collections import deque
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._errors import EngineClosed
+from ._multi_row import MultiRow
 
 log = logging.getLogger("durable.journal")
 
@@ -107,70 +107,6 @@ def _groups(writes: Sequence[_Write]) -> list[_Group]:
     return groups
 
 
-_VALUES = " VALUES ("
-_MULTI_ROW_MAX = 256  # rows per INSERT: 11 columns x 256 stays far below SQLite's 32,766 parameters
-
-
-# What may come before VALUES: ``INSERT [OR ...] INTO name [(columns)]``, nothing else. A
-# VALUES that ends a compound SELECT (``INSERT INTO t SELECT ... UNION ALL VALUES (?)``)
-# must not take more rows: the SELECT's rows would be inserted once, not once per write.
-_PLAIN_INSERT = re.compile(r"INSERT(?:\s+OR\s+[A-Z]+)?\s+INTO\s+[\w.\"`\[\]]+\s*(?:\([^()]*\))?")
-
-
-def _row_placeholders(sql: str) -> str | None:
-    """The ``(?, ..., ?)`` of an ``INSERT ... VALUES (?, ..., ?)`` that takes one row, else ``None``."""
-    if not sql.startswith("INSERT"):
-        return None
-    at = sql.rfind(_VALUES)
-    if at < 0 or _PLAIN_INSERT.fullmatch(sql, 0, at) is None:
-        return None
-    tail = sql[at + len(_VALUES) - 1 :]
-    if not tail.endswith(")") or set(tail[1:-1]) - {"?", ",", " "}:
-        return None
-    return tail
-
-
-class _MultiRow:
-    """Rows of one single-row INSERT as a few multi-row INSERTs (sizes that are powers of two).
-
-    ``executemany`` steps the statement once per row, and the sqlite3 module lets go
-    of the GIL around every step; while the event loop holds it, each step waits to
-    get it back. One statement for many rows takes it once. Sizes are powers of two
-    so that a handful of statement texts stay in the connection's statement cache.
-    """
-
-    def __init__(self, sql: str, placeholders: str) -> None:
-        self._sql = sql
-        self._more = ", " + placeholders
-        self._width = placeholders.count("?")
-        self._texts: dict[int, str] = {1: sql}
-
-    def fits(self, rows: Sequence[Sequence[Any]]) -> bool:
-        """Whether every row is a tuple or list with one value per placeholder.
-
-        Flattened, any other row (a dict, a value too few or too many) would bind to
-        its neighbours' placeholders and store wrong rows, where ``executemany``
-        refuses it and the write fails alone.
-        """
-        width = self._width
-        return all(isinstance(row, (tuple, list)) and len(row) == width for row in rows)
-
-    def chunks(self, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
-        out = []
-        start = 0
-        while start < len(rows):
-            size = min(_MULTI_ROW_MAX, 1 << ((len(rows) - start).bit_length() - 1))
-            out.append((self._text(size), [value for row in rows[start : start + size] for value in row]))
-            start += size
-        return out
-
-    def _text(self, size: int) -> str:
-        text = self._texts.get(size)
-        if text is None:
-            text = self._texts[size] = self._sql + self._more * (size - 1)
-        return text
-
-
 class _StatementFailed(Exception):
     """One statement failed on its own merits; the sqlite3 error is its cause."""
 
@@ -197,7 +133,7 @@ class _Connection:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self._multi_row: dict[str, _MultiRow | None] = {}
+        self._multi_row: dict[str, MultiRow | None] = {}
 
     def commit_batch(self, writes: Sequence[_Write]) -> list[BaseException | None]:
         """Commit the batch as one transaction; if one statement fails, each write on its own.
@@ -264,10 +200,9 @@ class _Connection:
         except (ValueError, TypeError, OverflowError) as exc:  # a parameter sqlite3 cannot bind
             raise _StatementFailed() from exc
 
-    def _multi_row_of(self, sql: str) -> _MultiRow | None:
+    def _multi_row_of(self, sql: str) -> MultiRow | None:
         if sql not in self._multi_row:
-            placeholders = _row_placeholders(sql)
-            self._multi_row[sql] = None if placeholders is None else _MultiRow(sql, placeholders)
+            self._multi_row[sql] = MultiRow.of(sql)
         return self._multi_row[sql]
 
 
