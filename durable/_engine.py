@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import os
@@ -174,15 +175,19 @@ class Engine:
         position = self._runs.queues.position
         return [run_info(row, position(row[0])) for row in rows]
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run one write statement of the application through the group commit."""
-        self._check_open()
-        await self._journal.commit([(sql, params)])
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
+        """Queue one write statement of the application for the group commit: await it for the commit.
 
-    async def execute_returning(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        Queued at the call, not at the first await, so statements queued one after
+        another in one loop turn share a commit, in the order of the calls.
+        """
+        self._check_open()
+        return self._journal.commit([(sql, params)])
+
+    def execute_returning(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[list[tuple[Any, ...]]]:
         """``execute`` of a statement with a RETURNING clause: its rows, once committed (no read after the write)."""
         self._check_open()
-        return [tuple(row) for row in await self._journal.commit_returning((sql, params))]
+        return self._journal.commit_returning((sql, params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query of the application on the reader connection."""

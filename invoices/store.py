@@ -329,10 +329,8 @@ class InvoiceStore:
                 await alongside(stored)
             return stored
         invoice = Invoice.issued_now(invoice_id, run_id, account_id, n, price_invoice(account_id, n, prices))
-        insert = asyncio.ensure_future(self._engine.execute(_INSERT_INVOICE, invoice.row()))
-        # One loop turn lets the insert queue its statement; whatever
-        # ``alongside`` queues now lands in the same group commit.
-        await asyncio.sleep(0)
+        # Both are queued at their call, in this loop turn: they share a group commit.
+        insert = self._engine.execute(_INSERT_INVOICE, invoice.row())
         extra = [alongside(invoice)] if alongside is not None else []
         await asyncio.gather(insert, *extra)
         return invoice  # committed as it is: no need to read it back

@@ -67,6 +67,20 @@ async def test_inserts_of_one_batch_land_in_submission_order(engine: Engine, sql
     assert [v for (v,) in sql.execute("SELECT v FROM seqd ORDER BY id")] == [-1, *range(299)]
 
 
+async def test_execute_queues_at_the_call_and_statements_called_together_share_a_commit(
+    engine: Engine, sql: sqlite3.Connection
+) -> None:
+    await engine.execute("CREATE TABLE called (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT NOT NULL)")
+    before = engine.stats()["commits"]
+    first = engine.execute("INSERT INTO called (v) VALUES ('first')")
+    second = engine.execute("INSERT INTO called (v) VALUES ('second')")
+    await second  # awaited in the other order: the calls, not the awaits, set the order
+    assert first.done()
+    await first
+    assert engine.stats()["commits"] - before == 1
+    assert sql.execute("SELECT id, v FROM called ORDER BY id").fetchall() == [(1, "first"), (2, "second")]
+
+
 async def test_execute_returning_gives_each_write_its_rows(engine: Engine, sql: sqlite3.Connection) -> None:
     await engine.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
     await engine.execute("INSERT INTO counters (name, n) VALUES ('a', 0)")
