@@ -178,8 +178,8 @@ class Engine:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
         """Queue one write statement of the application for the group commit: await it for the commit.
 
-        Queued at the call, not at the first await, so statements queued one after
-        another in one loop turn share a commit, in the order of the calls.
+        Queued at the call, not at the first await: statements commit in the order
+        of the calls, and those queued in one loop turn normally share a commit.
         """
         self._check_open()
         return self._journal.commit([(sql, params)])

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from ._context import current_run, current_step
-from ._eager import start_eagerly
 from ._errors import NonDeterminismError, RunCancelled, StepFailed
 from ._failures import ErrorInfo
 from ._futures import done_future, settle, settle_error
@@ -389,10 +388,8 @@ class RunContext:
             self._deliver_recorded(seq, rec, lambda: settle_error(future, error))
         else:
             self.check_not_cancelled()
-            # Most steps never suspend: they run now and get no Task (see _eager).
-            task = start_eagerly(StepCall(self, step, seq, payload, future, rec).execute())
-            if task is not None:
-                self.steps[task] = None  # the step's task leaves when it ends (StepCall.execute)
+            task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
+            self.steps[task] = None  # the step's task leaves when it ends (StepCall.execute)
         return future
 
     # -- delivering results ---------------------------------------------------
