@@ -329,7 +329,7 @@ class InvoiceStore:
                 await alongside(stored)
             return stored
         invoice = Invoice.issued_now(invoice_id, run_id, account_id, n, price_invoice(account_id, n, prices))
-        # Both are queued at their call, in this loop turn: they share a group commit.
+        # Both are queued at their call, in this loop turn, so they normally share a group commit.
         insert = self._engine.execute(_INSERT_INVOICE, invoice.row())
         extra = [alongside(invoice)] if alongside is not None else []
         await asyncio.gather(insert, *extra)
