@@ -177,7 +177,13 @@ class InvoiceDraft:
 
     @property
     def total_cents(self) -> int:
-        return self.subtotal_cents + self.tax_cents
+        return self.amounts()[2]
+
+    def amounts(self) -> tuple[int, int, int]:
+        """``(subtotal_cents, tax_cents, total_cents)``, the lines summed once (a batch prices thousands)."""
+        subtotal = self.subtotal_cents
+        tax = tax_cents(subtotal, self.tax_basis_points)
+        return subtotal, tax, subtotal + tax
 
 
 def invoice_id_for(account_id: str, n: int) -> str:

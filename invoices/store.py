@@ -151,6 +151,7 @@ class Invoice:
     def issued_now(
         cls, invoice_id: str, run_id: str, account_id: str, n: int, draft: InvoiceDraft, *, replaces: str | None = None
     ) -> Invoice:
+        subtotal, tax, total = draft.amounts()
         return cls(
             invoice_id=invoice_id,
             run_id=run_id,
@@ -159,9 +160,9 @@ class Invoice:
             customer=draft.customer,
             line_items=draft.items,
             currency=draft.currency,
-            subtotal_cents=draft.subtotal_cents,
-            tax_cents=draft.tax_cents,
-            total_cents=draft.total_cents,
+            subtotal_cents=subtotal,
+            tax_cents=tax,
+            total_cents=total,
             issued_at=now_iso_ms(),
             price_version=draft.price_version,
             replaces=replaces,
@@ -331,8 +332,15 @@ class InvoiceStore:
         invoice = Invoice.issued_now(invoice_id, run_id, account_id, n, price_invoice(account_id, n, prices))
         # Both are queued at their call, in this loop turn, so they normally share a group commit.
         insert = self._engine.execute(_INSERT_INVOICE, invoice.row())
-        extra = [alongside(invoice)] if alongside is not None else []
-        await asyncio.gather(insert, *extra)
+        extra = alongside(invoice) if alongside is not None else None
+        try:
+            await insert
+        except BaseException:
+            if extra is not None:  # settled and read, as gather would: the insert's error is the one raised
+                await asyncio.gather(extra, return_exceptions=True)
+            raise
+        if extra is not None:
+            await extra  # normally settled by the same commit: no wait, and no gather's callbacks
         return invoice  # committed as it is: no need to read it back
 
     async def settle_run(self, run_id: str) -> None:

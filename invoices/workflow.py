@@ -38,14 +38,17 @@ WORKFLOW_NAME = "invoices.batch"
 #: step commits three times (its number, the invoice with its progress event,
 #: the step's result); running a window together lets those commits share
 #: fsyncs: a 10,000-invoice batch took 7.9 s with windows of 8 and 3.1 s with
-#: 32 (64 was no faster). Numbers and events stay in invoice order: the steps
-#: queue their writes, in one loop turn, in the order they were called, and the
-#: single writer commits them in that order (only a step retried after an error
-#: writes later than its window). A cancel still yields an exact count: it lets
-#: the steps in flight finish, so up to ``ZERO_DELAY_WINDOW - 1`` more invoices
-#: go out than one at a time would, a few milliseconds of work at this pace.
-#: With a delay: one invoice at a time, the sleep between two.
-ZERO_DELAY_WINDOW = 32
+#: 32. Once a step's loop work had shrunk, 64 took 1.71 s against 32's 1.89 s
+#: (``bench/bench_http.py``, median of 5, interleaved); 128 was hardly faster
+#: and doubles what a cancel waits for. Numbers and events stay in invoice
+#: order: the steps queue their writes, in one loop turn, in the order they
+#: were called, and the single writer commits them in that order (only a step
+#: retried after an error writes later than its window). A cancel still yields
+#: an exact count: it lets the steps in flight finish, so up to
+#: ``ZERO_DELAY_WINDOW - 1`` more invoices go out than one at a time would, a
+#: few milliseconds of work at this pace. With a delay: one invoice at a time,
+#: the sleep between two.
+ZERO_DELAY_WINDOW = 64
 
 # The batch's last event names how it ended; "type" is always its first key.
 _TERMINAL_PREFIXES = tuple(b'{"type":"%s"' % kind for kind in (b"complete", b"cancelled", b"error"))

@@ -839,7 +839,7 @@ REFUSE_PROGRESS = """CREATE TRIGGER refuse_progress BEFORE INSERT ON chunks
     [
         (3, "10ms", 2, 2),  # one at a time: the held step finishes, no other starts
         (3, "10ms", 3, 3),  # the last step: the zero sleep after it notices the cancel
-        (40, "0s", 2, ZERO_DELAY_WINDOW),  # a window of steps in flight: all finish, the next window never starts
+        (ZERO_DELAY_WINDOW + 8, "0s", 2, ZERO_DELAY_WINDOW),  # a window in flight: all finish, no next window
         (3, "0s", 3, 3),
     ],
 )
