@@ -28,7 +28,9 @@ sleeping runs at open, queue dispatch and a fan-out of 1,000 children.
 ``py-spy record --threads --idle -- python bench/bench_engine.py --shape 1000x20``.
 
 A ``_worst_stall_ms`` is the latest a 1 ms loop timer fired while its figure
-ran: the longest the event loop was kept from its timers.
+ran: the longest the event loop was kept from its timers. A ``_cpu_steal_pct``
+is the share of CPU time the hypervisor took meanwhile (``machine.py``): a
+figure measured with a high one says more about the neighbours than the code.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
+from machine import StealMeter
 
 from durable import Engine, sleep, start_child, step, tune_gc, workflow
 
@@ -308,7 +311,9 @@ async def serial_figures(d: Path, k: int, shapes: list[str]) -> dict[str, Any]:
     """The figures of a server's shape (each start awaited while earlier runs step, sleep and wake)."""
     out: dict[str, Any] = {}
     for shape in shapes:
-        out.update(await SERIAL_SHAPES[shape](d, k))
+        with StealMeter() as steal:
+            out.update(await SERIAL_SHAPES[shape](d, k))
+        out[f"serial_{shape}_cpu_steal_pct"] = steal.percent
     return out
 
 
@@ -376,7 +381,9 @@ async def main() -> None:
         if opts.only == "serial" or opts.shape:
             print(orjson.dumps(out).decode())
             return
-        out.update(await burst_figures(d, k))
+        with StealMeter() as steal:
+            out.update(await burst_figures(d, k))
+        out["burst_cpu_steal_pct"] = steal.percent
         out["pid_fds"] = len(os.listdir("/proc/self/fd"))
     print(orjson.dumps(out).decode())
 

@@ -8,6 +8,8 @@ measures over real HTTP from this process:
 - ``batch_10k_s``: wall time from sending ``POST /api/start`` for a batch of
   10,000 invoices at delay ``0s`` until ``GET /api/status`` reports it
   ``completed`` (polled every 20 ms, so up to 20 ms pessimistic).
+- ``batch_cpu_steal_pct``: the share of CPU time the hypervisor took during
+  that batch (``machine.py``).
 - ``cancel_sent_at_issued`` / ``cancel_answer_issued`` / ``issued_after_cancel``
   / ``cancel_latency_ms``: another batch of 10,000 invoices at delay ``0s``
   (account ``bench_cancel``), followed on ``GET /api/stream/{runId}``; once
@@ -60,6 +62,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness import Api, ServerProcess, sse_events
+from machine import StealMeter
 
 JSON = {"Content-Type": "application/json"}
 
@@ -225,7 +228,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             timeout = aiohttp.ClientTimeout(total=120)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), timeout=timeout) as http:
-                batch = await bench_batch(http, base, args.batch_total)
+                with StealMeter() as steal:
+                    batch = await bench_batch(http, base, args.batch_total)
                 cancel = await bench_cancel(Api(http, server), args.cancel_total, args.cancel_after)
                 rps, errors = await bench_starts(http, base, args.start_requests, args.start_clients)
                 await wait_idle(http, base, 60)
@@ -238,6 +242,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "batch_total": args.batch_total,
         "batch_10k_s": batch,
+        "batch_cpu_steal_pct": steal.percent,
         "cancel_total": args.cancel_total,
         **cancel,
         "start_requests": args.start_requests,
