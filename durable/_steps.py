@@ -33,6 +33,7 @@ class _Attempt:
     ended: float
     result: bytes | None  # the stored value, when it succeeded
     failure: BaseException | None
+    value: Any = None  # ``result`` read back: what the body gets, live as on replay
 
 
 def retry_delay(failure: BaseException, attempt: int) -> float:
@@ -113,7 +114,15 @@ class StepCall:
         except TypeError as exc:
             failure = FatalError(f"step {self.step.name} returned a value that cannot be stored: {exc}")
             return _Attempt(number, started, time.time(), None, failure)
-        return _Attempt(number, started, time.time(), data, None)
+        try:
+            # Read back here, in the step's task (a stream reader binds to this run's engine),
+            # and before anything is journaled: a value that the body could not get on replay
+            # either fails the step, journaled like any failure, rather than surfacing raw.
+            stored = decode(data)
+        except Exception as exc:
+            failure = FatalError(f"step {self.step.name} returned a value that cannot be read back: {exc!r}")
+            return _Attempt(number, started, time.time(), None, failure)
+        return _Attempt(number, started, time.time(), data, None, stored)
 
     def _record_success(self, attempt: _Attempt) -> None:
         """Journal the result; the body gets it once committed.
@@ -128,8 +137,7 @@ class StepCall:
         abandoned = self.future.cancelled()  # the body stopped waiting (asyncio.wait_for timed out)
         number, started, ended = attempt.number, attempt.started, attempt.ended
         completed = run.host.journal.step_completed(run.run_id, self.seq, self.step.name, data, number, started, ended, abandoned)
-
-        value = decode(data)  # here, in the step's context: a stream reader binds to this run's engine
+        value = attempt.value
 
         def committed() -> None:
             run.step_parts.pop(self.seq, None)

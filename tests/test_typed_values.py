@@ -17,6 +17,7 @@ from harness import make_unfinished, sql_rows
 
 from durable import (
     Engine,
+    StepFailed,
     StreamReader,
     StreamWriter,
     get_writable,
@@ -186,6 +187,54 @@ async def test_an_unstorable_workflow_input_names_the_path_and_writes_nothing(en
     with pytest.raises(TypeError, match=r'^cannot store object at kwargs\["samples"\]\["x"\]: '):
         await engine.start(echo_wf, samples={"x": object()})
     assert sql_rows(db_path, "SELECT COUNT(*) FROM runs") == [(0,)]
+
+
+class Brittle:
+    """Stored fine, but its ``from_value`` refuses what ``to_value`` gave: a codec bug a user can write."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def _no_brittle(value: Any) -> Brittle:
+    raise ValueError(f"no Brittle from {value!r}")
+
+
+register_type(Brittle, lambda b: b.n, _no_brittle)
+brittle_calls: list[int] = []
+
+
+@step
+async def make_brittle(n: int) -> Brittle:
+    brittle_calls.append(n)
+    return Brittle(n)
+
+
+@workflow(name="typed.brittle")
+async def brittle_wf(n: int) -> list[str]:
+    try:
+        await make_brittle(n)
+    except StepFailed as exc:
+        return [exc.error_type, exc.message]
+    return ["no failure"]
+
+
+async def test_a_result_that_cannot_be_read_back_fails_the_step_once_and_replays_so(db_path: Path) -> None:
+    expected = [
+        "FatalError",
+        "step test_typed_values.make_brittle returned a value that cannot be read back: ValueError('no Brittle from 3')",
+    ]
+    brittle_calls.clear()
+    async with Engine(db_path, workflows=[brittle_wf]) as engine:
+        run = await engine.start(brittle_wf, 3)
+        assert await run.result(timeout=10) == expected
+        [op] = await run.timeline()
+        assert (op.status, [a.attempt for a in op.attempts]) == ("failed", [1])  # fatal: no retry
+    assert brittle_calls == [3]
+    make_unfinished(db_path, run.run_id)
+    async with Engine(db_path, workflows=[brittle_wf]) as engine:
+        assert await engine.get_run(run.run_id).result(timeout=10) == expected
+    assert brittle_calls == [3]  # the failure was journaled: replay does not execute the step again
 
 
 # -- streams and steps as values ---------------------------------------------------------------
