@@ -73,6 +73,10 @@ def _ignore(exc: BaseException) -> None:
     """The failure is handled elsewhere (the run faulted)."""
 
 
+def _nothing() -> None:
+    """Nothing to do once the write commits."""
+
+
 class RunContext:
     """The in-memory state of one run while its workflow executes."""
 
@@ -282,7 +286,11 @@ class RunContext:
                 # operation of a run still pending. A lost write faults the run.
                 started = time.time()
                 self.clock = self.first_started = started
-                self.commit_then([self.host.journal.run_started(self.run_id, started)], self._now_running, _ignore)
+                self.commit_then([self.host.journal.run_started(self.run_id, started)], _nothing, _ignore)
+                # Running from here, not from that commit's callback: the commit is visible
+                # to readers (a hook the body creates, say) before its callback runs, and a
+                # run whose body runs is not pending. A cancel sets its status the same way.
+                self.status = RunStatus.RUNNING
             # A cancelled run runs too: journaled operations replay as recorded and the
             # first new one raises RunCancelled, so the body always sees its cancellation.
             args, kwargs = decode_call(self.input_data)
@@ -295,10 +303,6 @@ class RunContext:
             return RunStatus.CANCELLED, None, ErrorInfo.reason(reason)
         except Exception as exc:
             return RunStatus.FAILED, None, ErrorInfo.of(exc)
-
-    def _now_running(self) -> None:
-        if self.phase is Phase.ACTIVE and self.status is RunStatus.PENDING:
-            self.status = RunStatus.RUNNING
 
     async def _conclude(self, outcome: Outcome | None) -> None:
         if self.phase is Phase.FAULTED:

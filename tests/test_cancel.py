@@ -128,12 +128,33 @@ async def test_in_flight_step_finishes_and_is_recorded_then_nothing_more(db_path
 
 async def test_cancel_twice_is_a_no_op(engine: Engine) -> None:
     run = await engine.start(steps_then_sleep, 0)
-    # Both start before the run's task had a chance to start: the first finds it pending,
-    # the second finds the first's cancellation under way and waits for it.
+    # gather's tasks run after the run's, which start() created: the first finds its body
+    # running, the second finds the first's cancellation under way and waits for it.
     first, second = await asyncio.gather(run.cancel(), run.cancel())
-    assert (first, second) == (RunStatus.PENDING, RunStatus.CANCELLED)
+    assert (first, second) == (RunStatus.RUNNING, RunStatus.CANCELLED)
     assert await run.cancel() is RunStatus.CANCELLED
     assert await run.status() is RunStatus.CANCELLED
+
+
+@workflow(name="cancel.announces")
+async def announces_then_sleeps(key: str) -> None:
+    gates[key].set()  # the body runs: before any of its writes commits
+    await sleep("1h")
+
+
+async def test_a_run_is_running_once_its_body_runs_not_once_that_is_acknowledged(engine: Engine) -> None:
+    """A reader can see what the body wrote (a hook, a sleep) before the loop hears of the commit: the
+    run must not look pending then, and a cancel must not report it as never started."""
+    gates["announce"] = asyncio.Event()
+    try:
+        run = await engine.start(announces_then_sleeps, "announce")
+        await gates["announce"].wait()
+        assert await run.status() is RunStatus.RUNNING
+        assert await run.cancel() is RunStatus.RUNNING
+        info = await run.describe()
+        assert info.status is RunStatus.CANCELLED and info.started_at is not None
+    finally:
+        gates.clear()
 
 
 async def test_cancel_pending_run_starts_no_step_but_its_body_sees_the_cancellation(engine: Engine) -> None:
