@@ -73,10 +73,6 @@ def _ignore(exc: BaseException) -> None:
     """The failure is handled elsewhere (the run faulted)."""
 
 
-def _nothing() -> None:
-    """Nothing to do once the write commits."""
-
-
 class RunContext:
     """The in-memory state of one run while its workflow executes."""
 
@@ -210,7 +206,7 @@ class RunContext:
         future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed, self)
         return future
 
-    def commit_then(self, statements: list[Statement], on_commit: Callable[[], None], on_failure: OnFailure) -> None:
+    def commit_then(self, statements: list[Statement], on_commit: Callable[[], None] | None, on_failure: OnFailure) -> None:
         """``commit`` that nothing awaits: a failure faults the run, then ``on_failure`` gets the error.
 
         A step's result is such a write, and its task ends as it is queued: cancel()
@@ -286,7 +282,7 @@ class RunContext:
                 # operation of a run still pending. A lost write faults the run.
                 started = time.time()
                 self.clock = self.first_started = started
-                self.commit_then([self.host.journal.run_started(self.run_id, started)], _nothing, _ignore)
+                self.commit_then([self.host.journal.run_started(self.run_id, started)], None, _ignore)
                 # Running from here, not from that commit's callback: the commit is visible
                 # to readers (a hook the body creates, say) before its callback runs, and a
                 # run whose body runs is not pending. A cancel sets its status the same way.
