@@ -13,7 +13,14 @@ start awaited, while the runs started before step, sleep and wake:
 - ``serial_1000x20`` / ``serial_200x10`` / ``serial_one_workflow`` (1 x 5,000):
   ``_steps_per_s`` over the whole figure (first start to last result),
   ``_start_ms`` and ``_step_ms`` (each step as its workflow body sees it) as
-  p50/p99, and ``_worst_stall_ms``.
+  p50/p99, and ``_worst_stall_ms``. Then where the time went: ``_loop_busy_pct``
+  (the loop thread's CPU time) and ``_writer_busy_pct`` (the writer thread
+  committing), as shares of the wall time; ``_writes_per_commit``,
+  ``_commit_ms`` (a batch's commit) and ``_first_write_wait_ms`` (how long a
+  batch's first write waited for its commit to begin). Busy shares that add up
+  to about 100 % mean the two threads take turns; a first-write wait beyond
+  the time the loop needs to queue the rest of the batch is the writer waiting
+  for the interpreter lock, which the loop keeps while it has work.
 - ``serial_10k_sleep_lateness_ms``: 10,000 workflows each sleeping 1 s; in the
   body, the time after the sleep returns minus the time before it was called,
   minus 1 s (p50/p99).
@@ -238,14 +245,44 @@ class StallMonitor:
             self._handle.cancel()
 
 
-async def serial_steps(db: Path, runs: int, n: int) -> tuple[float, list[float], float]:
-    """``runs`` workflows of ``n`` steps, each start awaited in turn: steps/s, start latencies (ms), worst stall.
+class CycleMeter:
+    """Who was busy while a figure ran: the loop thread (its CPU time) and the writer thread
+    (committing), as shares of the wall time, and how long a batch's first write waited
+    for its commit to begin. Loop and writer taking turns add up to about 100 %."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.figures: dict[str, float] = {}
+
+    def __enter__(self) -> CycleMeter:
+        self._before = self._engine.stats()
+        self._wall = time.perf_counter()
+        self._cpu = time.thread_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._wall
+        cpu = time.thread_time() - self._cpu
+        after = self._engine.stats()
+        delta = {key: after[key] - self._before[key] for key in ("commits", "writes", "writer_busy_ns", "writer_wait_ns")}
+        commits = max(delta["commits"], 1)
+        self.figures = {
+            "loop_busy_pct": round(100 * cpu / wall, 1),
+            "writer_busy_pct": round(100 * delta["writer_busy_ns"] / 1e9 / wall, 1),
+            "writes_per_commit": round(delta["writes"] / commits, 1),
+            "commit_ms": round(delta["writer_busy_ns"] / 1e6 / commits, 3),
+            "first_write_wait_ms": round(delta["writer_wait_ns"] / 1e6 / commits, 3),
+        }
+
+
+async def serial_steps(db: Path, runs: int, n: int) -> tuple[float, list[float], float, dict[str, float]]:
+    """``runs`` workflows of ``n`` steps, each start awaited in turn: steps/s, start latencies (ms), worst stall, cycle.
 
     Each step's latency as the body saw it lands in ``step_latencies``.
     """
     step_latencies.clear()
     async with Engine(db) as engine:
-        with StallMonitor() as stalls:
+        with StallMonitor() as stalls, CycleMeter(engine) as cycle:
             t0 = time.perf_counter()
             handles = []
             starts = []
@@ -256,7 +293,7 @@ async def serial_steps(db: Path, runs: int, n: int) -> tuple[float, list[float],
             for handle in handles:
                 await handle.result()
             elapsed = time.perf_counter() - t0
-        return runs * n / elapsed, starts, stalls.worst_ms
+        return runs * n / elapsed, starts, stalls.worst_ms, cycle.figures
 
 
 async def serial_sleeping(db: Path, n: int) -> tuple[list[float], float]:
@@ -278,12 +315,13 @@ def figure(values: list[float]) -> dict[str, float]:
 
 async def serial_steps_figures(d: Path, name: str, runs: int, n: int) -> dict[str, Any]:
     """steps/s, start and step latencies (p50/p99, ms) and the worst stall of one serial step figure."""
-    rate, starts, stall = await serial_steps(d / f"{name}.db", runs, n)
+    rate, starts, stall, cycle = await serial_steps(d / f"{name}.db", runs, n)
     return {
         f"{name}_steps_per_s": round(rate),
         f"{name}_start_ms": figure(starts),
         f"{name}_step_ms": figure(step_latencies),
         f"{name}_worst_stall_ms": round(stall, 2),
+        **{f"{name}_{key}": value for key, value in cycle.items()},
     }
 
 

@@ -258,6 +258,7 @@ class Engine:
             "stream_subscribers": subscribers,
             "queued_chunks": queued,
             "commits": self._journal.commits,
+            **self._journal.writer_stats(),
             "active_hooks": len(self._runs.hooks),
         }
 

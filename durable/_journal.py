@@ -110,6 +110,11 @@ class Journal:
     def commits(self) -> int:
         return self._writer.commits
 
+    def writer_stats(self) -> dict[str, int]:
+        """The writer's counters: writes taken, time committing, time first writes waited (ns)."""
+        writer = self._writer
+        return {"writes": writer.writes, "writer_busy_ns": writer.busy_ns, "writer_wait_ns": writer.wait_ns}
+
     # -- committing -------------------------------------------------------------
 
     def commit(

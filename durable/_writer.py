@@ -15,6 +15,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class _Write:
     owner: WriteOwner | None = None
     returning: bool = False  # one statement whose rows (a RETURNING clause) are the future's result
     returned: list[tuple[Any, ...]] | None = None  # set on the writer thread, read once committed
+    queued_at: int = 0  # perf_counter_ns() at submission
 
 
 @dataclass(slots=True)
@@ -226,6 +228,13 @@ class GroupCommitWriter:
         self._draining = False
         self._accepting = False
         self.commits = 0
+        # Where the time goes, in nanoseconds (set on the writer thread, read anywhere):
+        # committing batches, and a batch's first write waiting until its commit began.
+        # A wait well beyond a commit's length means the thread waited for the GIL,
+        # which the loop holds until it runs out of work.
+        self.writes = 0
+        self.busy_ns = 0
+        self.wait_ns = 0
 
     async def open(self, migrate: Callable[[sqlite3.Connection], None]) -> None:
         """Connect and run ``migrate`` off the loop, then start the writer thread."""
@@ -287,6 +296,7 @@ class GroupCommitWriter:
     def _enqueue(self, write: _Write) -> None:
         if not self._accepting:
             raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
+        write.queued_at = time.perf_counter_ns()
         self._inbox.put(write)
 
     # -- the writer thread ----------------------------------------------------------
@@ -315,7 +325,12 @@ class GroupCommitWriter:
             else:
                 batch.append(more)
         if batch:
-            self._to_loop(self._delivered, batch, self._outcomes(connection, batch))
+            began = time.perf_counter_ns()
+            outcomes = self._outcomes(connection, batch)
+            self.busy_ns += time.perf_counter_ns() - began
+            self.wait_ns += began - batch[0].queued_at
+            self.writes += len(batch)
+            self._to_loop(self._delivered, batch, outcomes)
         return going_on
 
     @staticmethod

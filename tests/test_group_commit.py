@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ async def test_concurrent_runs_share_commits(engine: Engine) -> None:
     writes = 200 * (1 + 1 + 5 + 1)  # start, running, five steps, completed
     commits = engine.stats()["commits"] - before
     assert commits < writes / 10, (commits, writes)
+
+
+async def test_writer_counters_account_for_every_write_and_stay_within_the_wall_time(engine: Engine) -> None:
+    await engine.execute("CREATE TABLE w (k INTEGER PRIMARY KEY)")
+    before = engine.stats()
+    began = time.perf_counter_ns()
+    for k in range(50):  # each awaited alone: one write per commit
+        await engine.execute("INSERT INTO w (k) VALUES (?)", (k,))
+    runs = await asyncio.gather(*(engine.start(five_steps) for _ in range(100)))
+    assert [await r.result(timeout=30) for r in runs] == [10] * 100
+    elapsed = time.perf_counter_ns() - began
+    after = engine.stats()
+    assert after["writes"] - before["writes"] == 50 + 100 * (1 + 1 + 5 + 1)  # start, running, five steps, completed
+    assert after["commits"] - before["commits"] >= 50
+    busy = after["writer_busy_ns"] - before["writer_busy_ns"]
+    waited = after["writer_wait_ns"] - before["writer_wait_ns"]
+    assert 0 < busy < elapsed  # nanoseconds of one thread within the span
+    assert 0 <= waited < elapsed  # one wait per batch, one batch after another
 
 
 async def test_write_is_visible_to_other_connections_when_awaited(engine: Engine, sql: sqlite3.Connection) -> None:
