@@ -47,9 +47,9 @@ _UNFINISHED = "status IN ('pending', 'running')"
 # A queued run that never left its queue has no body to unwind: it never starts.
 _UNWOUND_IF_CANCELLED = "CASE WHEN status = 'pending' AND queue IS NOT NULL THEN 1 ELSE 0 END"
 _INSERT_PLANNED_RUN = (
-    "INSERT OR IGNORE INTO runs (run_id, workflow_name, input, status, created_at,"
+    "INSERT OR IGNORE INTO runs (run_id, workflow_name, input, status, created_at, started_at,"
     " parent_run_id, deadline, timeout, queue, queue_key, priority, queue_seq)"
-    " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Every run below ``?`` in the parent tree, finished or not (a finished child's children may not be).
 _DESCENDANTS = (
@@ -144,16 +144,20 @@ class Journal:
 
     @staticmethod
     def new_run(run_id: str, workflow_name: str, input_data: bytes, created_at: float, plan: StartPlan = PLAIN) -> Statement:
+        """A new run: ``running`` since ``created_at`` (its body starts once this commits),
+        or ``pending`` when it waits in a queue (``run_started`` records its start)."""
         if plan is PLAIN:
             return (
-                "INSERT INTO runs (run_id, workflow_name, input, status, created_at) VALUES (?, ?, ?, 'pending', ?)",
-                (run_id, workflow_name, input_data, created_at),
+                "INSERT INTO runs (run_id, workflow_name, input, status, created_at, started_at)"
+                " VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, workflow_name, input_data, created_at, created_at),
             )
         # OR IGNORE: a run id given by the caller or derived for a child is created once,
         # whoever gets there first (the engine checks for it before, in memory and here).
         p = plan
+        status, started_at = ("pending", None) if p.queue is not None else ("running", created_at)
         params = (p.parent_run_id, p.deadline, p.timeout, p.queue, p.queue_key, p.priority, p.queue_seq)
-        return (_INSERT_PLANNED_RUN, (run_id, workflow_name, input_data, created_at, *params))
+        return (_INSERT_PLANNED_RUN, (run_id, workflow_name, input_data, status, created_at, started_at, *params))
 
     @staticmethod
     def run_started(run_id: str, at: float) -> Statement:

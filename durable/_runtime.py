@@ -277,15 +277,12 @@ class RunContext:
         """Execute the workflow function to its end; what it ended with."""
         try:
             if self.phase is Phase.ACTIVE and self.status is RunStatus.PENDING:
-                # Not awaited: the body starts at once and its first write commits after
-                # this one (the writer keeps order), so the journal never holds an
-                # operation of a run still pending. A lost write faults the run.
-                started = time.time()
-                self.clock = self.first_started = started
-                self.commit_then([self.host.journal.run_started(self.run_id, started)], None, _ignore)
-                # Running from here, not from that commit's callback: the commit is visible
-                # to readers (a hook the body creates, say) before its callback runs, and a
-                # run whose body runs is not pending. A cancel sets its status the same way.
+                # Out of its queue (a run that waits in none is journaled running when it
+                # is created), or recorded pending by an older engine: its start is journaled
+                # now. Running from here, not from that commit's callback: the commit is
+                # visible to readers (a hook the body creates, say) before its callback runs,
+                # and a run whose body runs is not pending. A cancel sets its status the same way.
+                self._journal_start()
                 self.status = RunStatus.RUNNING
             # A cancelled run runs too: journaled operations replay as recorded and the
             # first new one raises RunCancelled, so the body always sees its cancellation.
@@ -299,6 +296,14 @@ class RunContext:
             return RunStatus.CANCELLED, None, ErrorInfo.reason(reason)
         except Exception as exc:
             return RunStatus.FAILED, None, ErrorInfo.of(exc)
+
+    def _journal_start(self) -> None:
+        # Not awaited: the body starts at once and its first write commits after this
+        # one (the writer keeps order), so the journal never holds an operation of a
+        # run still pending. A lost write faults the run.
+        started = time.time()
+        self.clock = self.first_started = started
+        self.commit_then([self.host.journal.run_started(self.run_id, started)], None, _ignore)
 
     async def _conclude(self, outcome: Outcome | None) -> None:
         if self.phase is Phase.FAULTED:

@@ -53,6 +53,15 @@ def _handed_over(created: asyncio.Future[None], handle: ChildRun[Any]) -> asynci
     return future
 
 
+def _new_context(
+    runs: RunSupervisor, run_id: str, wf: WorkflowFunction[Any, Any], input_data: bytes, plan: StartPlan, now: float
+) -> RunContext:
+    """The context of a run being created: running since ``now`` (as journaled), or pending in its queue."""
+    if plan.queue is not None:
+        return RunContext(runs, run_id, wf, input_data, RunStatus.PENDING, queued=True)
+    return RunContext(runs, run_id, wf, input_data, RunStatus.RUNNING, None, now)
+
+
 class RunStarter:
     """Records new runs, top-level and children, and hands them to the supervisor."""
 
@@ -121,7 +130,7 @@ class RunStarter:
         if not self._runs.open:
             raise EngineClosed("The engine closed while the run was being started; it starts at the next open.")
         # Starts resume here in the order they were committed, which is their queue order.
-        run = RunContext(self._runs, run_id, wf, input_data, RunStatus.PENDING, queued=plan.queue is not None)
+        run = _new_context(self._runs, run_id, wf, input_data, plan, now)
         self._runs.admit(run, plan)
 
     def _in_line(self, plan: StartPlan) -> StartPlan:
@@ -174,7 +183,7 @@ class RunStarter:
         parent.check_not_cancelled()
         now = time.time()
         plan = self._in_line(self._plan(options, now, parent))
-        run = RunContext(self._runs, run_id, wf, input_data, RunStatus.PENDING, queued=plan.queue is not None)
+        run = _new_context(self._runs, run_id, wf, input_data, plan, now)
         journal = self._runs.journal
         statements = [
             journal.new_run(run_id, wf.name, input_data, now, plan),

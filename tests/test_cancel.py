@@ -157,13 +157,14 @@ async def test_a_run_is_running_once_its_body_runs_not_once_that_is_acknowledged
         gates.clear()
 
 
-async def test_cancel_pending_run_starts_no_step_but_its_body_sees_the_cancellation(engine: Engine) -> None:
+async def test_cancel_before_the_body_runs_starts_no_step_but_the_body_sees_the_cancellation(engine: Engine) -> None:
     events.clear()
     run = await engine.start(steps_then_sleep, 3)
-    assert await run.cancel() is RunStatus.PENDING  # before its task had a chance to start
+    assert await run.cancel() is RunStatus.RUNNING  # started, though its task had no chance to run yet
     assert events == ["unwinding"]  # the first step call raised RunCancelled; no step started
     info = await run.describe()
-    assert info.status is RunStatus.CANCELLED and info.started_at is None and info.completed_at is not None
+    # Journaled as started when it was created; cancelled before any operation.
+    assert info.status is RunStatus.CANCELLED and info.started_at == info.created_at and info.completed_at is not None
     assert [c async for c in run.readable()] == [{"cancelled_after": 0}]
 
 

@@ -78,14 +78,20 @@ async def test_start_runs_to_completion_with_statuses_and_times(engine: Engine) 
     assert seen == [("test_engine_basics.double", 1, "test_engine_basics.doubler")]
 
 
-async def test_start_commits_pending_before_returning(engine: Engine, sql: sqlite3.Connection) -> None:
-    GATES["pending"] = asyncio.Event()
-    run = await engine.start(gated, "pending")
-    # Nothing ran yet: start() returned as soon as the pending run was committed.
-    assert sql.execute("SELECT status, started_at FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("pending", None)
-    GATES["pending"].set()
-    assert await run.result(timeout=5) == "pending"
-    assert sql.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("completed",)
+async def test_start_commits_the_run_as_started_before_returning(engine: Engine, sql: sqlite3.Connection) -> None:
+    GATES["started"] = asyncio.Event()
+    run = await engine.start(gated, "started")
+    # start() returned once the run was committed: running since its creation (its body
+    # starts now, and a crash from here on resumes it at the next open).
+    status, created, started = sql.execute(
+        "SELECT status, created_at, started_at FROM runs WHERE run_id = ?", (run.run_id,)
+    ).fetchone()
+    assert (status, started) == ("running", created)
+    info = await run.describe()
+    assert info.status is RunStatus.RUNNING and info.started_at == info.created_at
+    GATES["started"].set()
+    assert await run.result(timeout=5) == "started"
+    assert sql.execute("SELECT status, started_at FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("completed", created)
 
 
 async def test_running_status_while_in_progress(engine: Engine) -> None:

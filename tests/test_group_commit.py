@@ -27,7 +27,7 @@ async def test_concurrent_runs_share_commits(engine: Engine) -> None:
     before = engine.stats()["commits"]
     runs = await asyncio.gather(*(engine.start(five_steps) for _ in range(200)))
     assert [await r.result(timeout=30) for r in runs] == [10] * 200
-    writes = 200 * (1 + 1 + 5 + 1)  # start, running, five steps, completed
+    writes = 200 * (1 + 5 + 1)  # started, five steps, completed
     commits = engine.stats()["commits"] - before
     assert commits < writes / 10, (commits, writes)
 
@@ -42,7 +42,7 @@ async def test_writer_counters_account_for_every_write_and_stay_within_the_wall_
     assert [await r.result(timeout=30) for r in runs] == [10] * 100
     elapsed = time.perf_counter_ns() - began
     after = engine.stats()
-    assert after["writes"] - before["writes"] == 50 + 100 * (1 + 1 + 5 + 1)  # start, running, five steps, completed
+    assert after["writes"] - before["writes"] == 50 + 100 * (1 + 5 + 1)  # started, five steps, completed
     assert after["commits"] - before["commits"] >= 50
     busy = after["writer_busy_ns"] - before["writer_busy_ns"]
     waited = after["writer_wait_ns"] - before["writer_wait_ns"]
