@@ -257,7 +257,6 @@ class Engine:
             "deadlines": len(self._runs.deadlines),
             "stream_subscribers": subscribers,
             "queued_chunks": queued,
-            "commits": self._journal.commits,
             **self._journal.writer_stats(),
             "active_hooks": len(self._runs.hooks),
         }

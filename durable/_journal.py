@@ -106,14 +106,15 @@ class Journal:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await reader.close()
 
-    @property
-    def commits(self) -> int:
-        return self._writer.commits
-
     def writer_stats(self) -> dict[str, int]:
-        """The writer's counters: writes taken, time committing, time first writes waited (ns)."""
+        """The writer's counters: commits, writes taken, time committing, time first writes waited (ns)."""
         writer = self._writer
-        return {"writes": writer.writes, "writer_busy_ns": writer.busy_ns, "writer_wait_ns": writer.wait_ns}
+        return {
+            "commits": writer.commits,
+            "writes": writer.writes,
+            "writer_busy_ns": writer.busy_ns,
+            "writer_wait_ns": writer.wait_ns,
+        }
 
     # -- committing -------------------------------------------------------------
 
