@@ -17,7 +17,11 @@ Figures: ``floor_1000x20_steps_per_s``, ``floor_200x10_steps_per_s``,
 ``floor_one_workflow_steps_per_s`` (1 x 5,000), ``floor_start_ms`` (p50/p99
 of 1,000 starts of a run that does nothing), and ``floor_commit_ms`` (p50 of
 one step's INSERT and COMMIT made directly on the loop thread, so no thread
-hop at all: the fsync itself), each with its ``_cpu_steal_pct``.
+hop at all: the fsync itself), each with its ``_cpu_steal_pct``. The four
+serial figures also give ``_loop_busy_pct``, the loop thread's CPU time as a
+share of the wall time, measured as ``bench_engine.py`` measures its own: the
+loop's CPU time per step (busy share / 100 / steps per second) of the two
+benches side by side is the engine's Python cost per step.
 """
 
 from __future__ import annotations
@@ -123,19 +127,20 @@ class BareRuns:
         await self._writer.commit([Journal.run_ended(run_id, "completed", b"null", None, time.time())])
 
 
-async def serial_steps(db: Path, runs: int, steps: int) -> tuple[float, list[float]]:
-    """Steps/s over the figure, and each start's latency (ms)."""
+async def serial_steps(db: Path, runs: int, steps: int) -> tuple[float, list[float], float]:
+    """Steps/s over the figure, each start's latency (ms), and the loop thread's CPU time as a share of the wall time (%)."""
     writer = BareWriter(connect(db), asyncio.get_running_loop())
     try:
         bare = BareRuns(writer)
         starts = []
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         for _ in range(runs):
             s0 = time.perf_counter()
             await bare.start(steps)
             starts.append((time.perf_counter() - s0) * 1000)
         await asyncio.gather(*bare.tasks)
-        return runs * steps / (time.perf_counter() - t0), starts
+        wall = time.perf_counter() - t0
+        return runs * steps / wall, starts, 100 * (time.thread_time() - cpu0) / wall
     finally:
         writer.close()
 
@@ -164,12 +169,14 @@ async def main(quick: bool) -> dict[str, Any]:
         d = Path(tmp)
         for name, runs, steps in (("1000x20", 1000 // k, 20), ("200x10", 200 // k, 10), ("one_workflow", 1, 5000 // k)):
             with StealMeter() as steal:
-                rate, _ = await serial_steps(d / f"{name}.db", runs, steps)
+                rate, _, loop_busy = await serial_steps(d / f"{name}.db", runs, steps)
             out[f"floor_{name}_steps_per_s"] = round(rate)
+            out[f"floor_{name}_loop_busy_pct"] = round(loop_busy, 1)
             out[f"floor_{name}_cpu_steal_pct"] = steal.percent
         with StealMeter() as steal:
-            _, starts = await serial_steps(d / "start.db", 1000 // k, 0)
+            _, starts, loop_busy = await serial_steps(d / "start.db", 1000 // k, 0)
         out["floor_start_ms"] = {"p50": round(pct(starts, 0.5), 3), "p99": round(pct(starts, 0.99), 3)}
+        out["floor_start_loop_busy_pct"] = round(loop_busy, 1)
         out["floor_start_cpu_steal_pct"] = steal.percent
         with StealMeter() as steal:
             commits = commit_on_the_loop(d / "commit.db", 2000 // k)
