@@ -416,14 +416,16 @@ class RunContext:
     def deliver_live(self, moment: float, deliver: Callable[[], None]) -> None:
         """Hand a result that completed now (its journal record committed) to the body."""
 
+        if self._order is None:  # nothing recorded waits to go first: the usual case, no closure
+            self.advance_clock(moment)
+            deliver()
+            return
+
         def delivered() -> None:
             self.advance_clock(moment)
             deliver()
 
-        if self._order is None:
-            delivered()
-        else:
-            self._order.live(delivered)
+        self._order.live(delivered)
 
     # -- waits ----------------------------------------------------------------
 

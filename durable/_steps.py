@@ -69,6 +69,8 @@ class StepCall:
         self.future = future
         self.next_attempt = (recorded.failed_attempts if recorded else 0) + 1
         self.retry_at = recorded.retry_at if recorded else None
+        self._value: Any = None  # the result the body gets once journaled, and when it ended
+        self._ended = 0.0
 
     async def execute(self) -> None:
         try:
@@ -137,13 +139,17 @@ class StepCall:
         abandoned = self.future.cancelled()  # the body stopped waiting (asyncio.wait_for timed out)
         number, started, ended = attempt.number, attempt.started, attempt.ended
         completed = run.host.journal.step_completed(run.run_id, self.seq, self.step.name, data, number, started, ended, abandoned)
-        value = attempt.value
+        self._value, self._ended = attempt.value, ended
+        run.commit_then([completed], self._committed, self._settle_error)
 
-        def committed() -> None:
-            run.step_parts.pop(self.seq, None)
-            run.deliver_live(ended, lambda: self._settle_value(value))
+    def _committed(self) -> None:
+        """The result is journaled: the body may have it."""
+        self.run.step_parts.pop(self.seq, None)
+        self.run.deliver_live(self._ended, self._hand_over)
 
-        run.commit_then([completed], committed, self._settle_error)
+    def _hand_over(self) -> None:
+        if not self.future.done():
+            self.future.set_result(self._value)
 
     async def _record_failure(self, attempt: _Attempt, failure: BaseException) -> bool:
         """Journal a failed attempt (and the step's failure when it was the last); whether it was."""
@@ -164,10 +170,6 @@ class StepCall:
             run.deliver_live(ended, lambda: self._settle_error(failed))
         self.next_attempt = number + 1
         return final
-
-    def _settle_value(self, value: Any) -> None:
-        if not self.future.done():
-            self.future.set_result(value)
 
     def _settle_error(self, exc: BaseException) -> None:
         if not self.future.done():

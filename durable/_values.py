@@ -183,8 +183,9 @@ def encode_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
 
 
 def _plain_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
-    if not all(type(arg) in _LEAVES or _plain_items((arg,)) for arg in args):
-        return False
+    for arg in args:  # a loop rather than all(...): no generator per call of a step
+        if type(arg) not in _LEAVES and not _plain_items((arg,)):
+            return False
     return not kwargs or (type(kwargs) is dict and MARK not in kwargs and _plain_items(kwargs.values()))
 
 
