@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from harness import ServerFactory, ServerProcess
+from harness import Api, ServerFactory, ServerProcess, client_session
 
 from durable import Engine
 
@@ -65,3 +65,18 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
                 if code != 0:
                     problems.append(f"server.py exited with {code}; log:\n{server.log_tail()}")
     assert problems == [], "\n".join(problems)
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> ServerProcess:
+    """A started ``server.py`` with the default arguments; ``make_server`` stops it at the end (SIGTERM, exit 0)."""
+    srv = make_server()
+    await srv.start()
+    return srv
+
+
+@pytest.fixture
+async def api(server: ServerProcess) -> AsyncIterator[Api]:
+    """The invoicing API of ``server``, over one client session."""
+    async with client_session() as http:
+        yield Api(http, server)

@@ -13,31 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from harness import Api, ServerProcess, client_session, integrity_check, sql_rows, until
+from harness import Api, ServerProcess, integrity_check, sql_rows, until
 
 from invoices.pricing import CATALOG
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "invoices.db", tmp_path / "stderr.log")
-    await srv.start()
-    yield srv
-    await srv.kill()
-
-
-@pytest.fixture
-async def api(server: ServerProcess) -> AsyncIterator[Api]:
-    async with client_session() as http:
-        yield Api(http, server)
 
 
 async def batch_then_new_prices(api: Api, account: str, total: int) -> str:

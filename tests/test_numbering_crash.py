@@ -12,29 +12,14 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from harness import Api, ServerProcess, client_session, integrity_check, until
+from harness import Api, ServerProcess, integrity_check, until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "invoices.db", tmp_path / "stderr.log")
-    await srv.start()
-    yield srv
-    await srv.kill()
-
-
-@pytest.fixture
-async def api(server: ServerProcess) -> AsyncIterator[Api]:
-    async with client_session() as http:
-        yield Api(http, server)
 
 
 def sql(db: Path, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -7,29 +7,12 @@ timeout keeps counting across the restart.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Api, ServerProcess, client_session, integrity_check, sql_rows, stored_invoices, until
+from harness import Api, ServerProcess, integrity_check, sql_rows, stored_invoices, until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "invoices.db", tmp_path / "stderr.log")
-    await srv.start()
-    yield srv
-    if srv.running:
-        assert await srv.stop() == 0
-
-
-@pytest.fixture
-async def api(server: ServerProcess) -> AsyncIterator[Api]:
-    async with client_session() as http:
-        yield Api(http, server)
 
 
 async def start(api: Api, **body: Any) -> str:

@@ -9,16 +9,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from harness import ServerDidNotStart, ServerFactory, ServerProcess, SseEvent, sse_events
+from harness import ServerDidNotStart, ServerProcess, SseEvent, sse_events
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-async def server(make_server: ServerFactory) -> ServerProcess:
-    instance = make_server()
-    await instance.start()
-    return instance
 
 
 async def test_walkthrough_cancel_stop_and_restart(server: ServerProcess) -> None:

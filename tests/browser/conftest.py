@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from harness import ServerFactory, ServerProcess
+from harness import ServerProcess
 from playwright.async_api import Browser, async_playwright, expect
 
 from .panel import CHROMIUM, CHROMIUM_ARGS, PageProblems, Panel
@@ -17,14 +17,6 @@ from .panel import CHROMIUM, CHROMIUM_ARGS, PageProblems, Panel
 # Generous for a busy CI machine; every wait is for a page condition, so a
 # passing run never spends it.
 expect.set_options(timeout=10_000)
-
-
-@pytest.fixture
-async def server(make_server: ServerFactory) -> ServerProcess:
-    """A started ``server.py``; conftest's ``make_server`` stops it with SIGTERM at the end (exit 0 expected)."""
-    instance = make_server()
-    await instance.start()
-    return instance
 
 
 @pytest.fixture
