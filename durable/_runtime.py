@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -402,30 +403,23 @@ class RunContext:
     def _deliver_recorded(self, seq: int, rec: Recorded, deliver: Callable[[], None]) -> None:
         """Hand a recorded result to the body in its completion order; the clock moves to its time."""
         moment = rec.completion_time(float("inf"))
-
-        def delivered() -> None:
-            if moment is not None:
-                self.advance_clock(moment)
-            deliver()
-
         if self._order is None:
-            delivered()
+            self._deliver_at(moment, deliver)
         else:
-            self._order.recorded(seq, delivered)
+            self._order.recorded(seq, functools.partial(self._deliver_at, moment, deliver))
 
     def deliver_live(self, moment: float, deliver: Callable[[], None]) -> None:
         """Hand a result that completed now (its journal record committed) to the body."""
+        if self._order is None:  # nothing recorded waits to go first: the usual case
+            self._deliver_at(moment, deliver)
+        else:
+            self._order.live(functools.partial(self._deliver_at, moment, deliver))
 
-        if self._order is None:  # nothing recorded waits to go first: the usual case, no closure
+    def _deliver_at(self, moment: float | None, deliver: Callable[[], None]) -> None:
+        """The run's clock moves to ``moment`` (when known), then the body gets the result."""
+        if moment is not None:
             self.advance_clock(moment)
-            deliver()
-            return
-
-        def delivered() -> None:
-            self.advance_clock(moment)
-            deliver()
-
-        self._order.live(delivered)
+        deliver()
 
     # -- waits ----------------------------------------------------------------
 

@@ -69,8 +69,7 @@ class StepCall:
         self.future = future
         self.next_attempt = (recorded.failed_attempts if recorded else 0) + 1
         self.retry_at = recorded.retry_at if recorded else None
-        self._value: Any = None  # the result the body gets once journaled, and when it ended
-        self._ended = 0.0
+        self._succeeded: _Attempt | None = None  # the attempt whose result is being journaled
 
     async def execute(self) -> None:
         try:
@@ -139,17 +138,19 @@ class StepCall:
         abandoned = self.future.cancelled()  # the body stopped waiting (asyncio.wait_for timed out)
         number, started, ended = attempt.number, attempt.started, attempt.ended
         completed = run.host.journal.step_completed(run.run_id, self.seq, self.step.name, data, number, started, ended, abandoned)
-        self._value, self._ended = attempt.value, ended
+        self._succeeded = attempt
         run.commit_then([completed], self._committed, self._settle_error)
 
     def _committed(self) -> None:
         """The result is journaled: the body may have it."""
+        assert self._succeeded is not None
         self.run.step_parts.pop(self.seq, None)
-        self.run.deliver_live(self._ended, self._hand_over)
+        self.run.deliver_live(self._succeeded.ended, self._hand_over)
 
     def _hand_over(self) -> None:
+        assert self._succeeded is not None
         if not self.future.done():
-            self.future.set_result(self._value)
+            self.future.set_result(self._succeeded.value)
 
     async def _record_failure(self, attempt: _Attempt, failure: BaseException) -> bool:
         """Journal a failed attempt (and the step's failure when it was the last); whether it was."""

@@ -369,9 +369,6 @@ class GroupCommitWriter:
     def _delivered(self, batch: list[_Write], outcomes: list[BaseException | None]) -> None:
         if None in outcomes:  # an outcome is None or an exception, which compares by identity
             self.commits += 1
-        if not self._draining and len(batch) <= RESOLVE_SLICE:
-            _settle_writes(batch, outcomes)  # the usual case: one slice, nothing ahead of it
-            return
         self._deliveries.append((batch, outcomes, 0))
         if not self._draining:
             self._drain(RESOLVE_SLICE)
