@@ -5,6 +5,8 @@ folder on ``sys.path``) uses these, and nothing else, for:
 
 - ``until``: the one poll-until helper, for state another connection or
   process makes true. Bounded by a deadline; a timeout names what it waited for.
+- ``before_the_timer``: an operation that must not wait for an hour-long
+  timer (a cancel of a sleeping run), awaited with a bound far from both.
 - ``ServerProcess``: ``python server.py`` on 127.0.0.1. The first start passes
   ``--port 0`` and reads the real port from the ``Listening on`` line (no race
   for a port picked in advance); later starts reuse that port, so a restarted
@@ -31,7 +33,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, Any, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -42,6 +44,12 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 LISTENING = "Listening on http://127.0.0.1:"
 STARTUP_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 10.0
+# What "at once" means against a timer of an hour: an operation that waits for the timer
+# does not return within this; one that does not returns in milliseconds, on a loaded
+# machine too, so the bound can neither pass a wrong engine nor fail a right one.
+BEFORE_THE_TIMER_S = 30.0
+
+T = TypeVar("T")
 
 
 # -- waiting -------------------------------------------------------------------------
@@ -65,6 +73,14 @@ async def until(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def before_the_timer(operation: Awaitable[T], what: str) -> T:
+    """``operation``'s result; fails naming ``what`` if it waits for the hour-long timer it should interrupt."""
+    try:
+        return await asyncio.wait_for(operation, BEFORE_THE_TIMER_S)
+    except TimeoutError:
+        raise AssertionError(f"{what} did not return within {BEFORE_THE_TIMER_S:g} s: it waited for its timer") from None
 
 
 # -- subprocesses ----------------------------------------------------------------------
