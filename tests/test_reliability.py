@@ -111,11 +111,16 @@ async def health_counts(api: Api) -> dict[str, int]:
 
 # -- 1. crash safety ----------------------------------------------------------------------
 
-# A kill (or SIGTERM) sent once the client has seen this many of a 2,000-invoice batch's
-# invoices must land before the batch ends. A stream reader falls behind the server as the
-# batch goes on: in one run it had parsed 1,519 events when all 2,000 were issued, and the
-# kill found the batch complete. Half the batch leaves the reader room to be twice as slow.
-MID_BATCH_TARGET_MAX = 1000
+
+def mid_batch_target(rng: random.Random, total: int) -> int:
+    """How many invoices the client waits to see before it kills (or stops) the server.
+
+    The kill must land before the batch ends, and a stream reader falls behind the
+    server as the batch goes on: in one run it had parsed 1,519 events when all 2,000
+    were issued, and the kill found the batch complete. The first half of the batch
+    leaves the reader room to be twice as slow.
+    """
+    return rng.randint(1, total // 2)
 
 
 @pytest.mark.slow
@@ -129,7 +134,7 @@ async def test_sigkill_mid_batch_then_restart_issues_every_invoice_once(
     await server.start()
     api = Api(http, server)
     run_id = await api.start(account, total, "0s")
-    target = rng.randint(1, MID_BATCH_TARGET_MAX)
+    target = mid_batch_target(rng, total)
 
     # Kill once `target` invoices are known to be issued, seen either on the
     # live stream or in /api/status, so the kill lands at a random point of the batch.
@@ -567,7 +572,7 @@ async def test_sigterm_during_a_batch_with_open_streams(
     await server.start()
     api = Api(http, server)
     run_id = await api.start(account, total, "0s")
-    target = rng.randint(1, MID_BATCH_TARGET_MAX)
+    target = mid_batch_target(rng, total)
     responses = [await http.get(f"{server.base}/api/stream/{run_id}") for _ in range(clients)]
     seen: list[list[SseEvent]] = [[] for _ in range(clients)]
     try:

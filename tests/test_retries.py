@@ -24,7 +24,6 @@ from durable import (
 
 attempts: dict[str, list[tuple[int, str, float]]] = {}
 FIRST_BACKOFF_S = 1.0  # the doubling wait's first retry (docs/engine.md, "Retries and backoff")
-CLOSED_S = 1.0  # how long test_retry_wait_is_durable_across_restart keeps its engine closed
 
 
 def record(key: str) -> int:
@@ -155,8 +154,9 @@ async def test_retry_wait_is_durable_across_restart(db_path: Path) -> None:
         await until(lambda: _timeline_nonempty(run), what="the failed attempt to be journaled")
     failed_at = attempts["durable"][0][2]
     # The engine stays closed for most of the wait: a retry counted from the reopen comes
-    # CLOSED_S later than one counted from the failure, far more than a loaded machine delays it.
-    await asyncio.sleep(max(0.0, failed_at + CLOSED_S - time.time()))
+    # a second later than one counted from the failure, far more than a loaded machine delays it.
+    closed_s = 1.0
+    await asyncio.sleep(max(0.0, failed_at + closed_s - time.time()))
     reopened_at = time.time()
     async with Engine(db_path) as engine:
         assert await engine.get_run(run.run_id).result(timeout=5) == "ok after 2"
