@@ -7,6 +7,7 @@ folder on ``sys.path``) uses these, and nothing else, for:
   process makes true. Bounded by a deadline; a timeout names what it waited for.
 - ``before_the_timer``: an operation that must not wait for an hour-long
   timer (a cancel of a sleeping run), awaited with a bound far from both.
+- ``mid_batch_target``: how far into a batch a crash test kills the server.
 - ``ServerProcess``: ``python server.py`` on 127.0.0.1. The first start passes
   ``--port 0`` and reads the real port from the ``Listening on`` line (no race
   for a port picked in advance); later starts reuse that port, so a restarted
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import sqlite3
 import sys
@@ -81,6 +83,17 @@ async def before_the_timer(operation: Awaitable[T], what: str) -> T:
         return await asyncio.wait_for(operation, BEFORE_THE_TIMER_S)
     except TimeoutError:
         raise AssertionError(f"{what} did not return within {BEFORE_THE_TIMER_S:g} s: it waited for its timer") from None
+
+
+def mid_batch_target(rng: random.Random, total: int) -> int:
+    """How many invoices (or corrections) the client waits to see before it kills (or stops) the server.
+
+    The kill must land before the batch ends, and a client falls behind the
+    server as the batch goes on: in one run an SSE reader had parsed 1,519
+    events when all 2,000 were issued, and the kill found the batch complete.
+    The first half of the batch leaves the client room to be twice as slow.
+    """
+    return rng.randint(1, total // 2)
 
 
 # -- subprocesses ----------------------------------------------------------------------

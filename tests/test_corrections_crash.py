@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from harness import Api, ServerProcess, integrity_check, sql_rows, until
+from harness import Api, ServerProcess, integrity_check, mid_batch_target, sql_rows, until
 
 from invoices.pricing import CATALOG
 
@@ -91,7 +91,7 @@ async def test_sigkill_mid_correction_each_invoice_gets_one_credit_note_and_one_
     account, total = f"crash_fix_{trial}", 300
     run_id = await batch_then_new_prices(api, account, total)
     run_c = await start_correction(api, run_id, total)
-    target = rng.randint(1, 250)
+    target = mid_batch_target(rng, total)
     await until(lambda: corrected_at_least(api, run_c, target), timeout=60, interval=0.005, what=f"{target} corrections")
     await server.kill()
     assert target <= len(pairs(server.db, run_c)) <= total
@@ -131,7 +131,7 @@ async def test_sigkill_during_a_cancel_of_a_correction_leaves_no_pair_half_done(
     account, total = f"crash_fix_cancel_{trial}", 300
     run_id = await batch_then_new_prices(api, account, total)
     run_c = await start_correction(api, run_id, total)
-    target = rng.randint(1, 200)
+    target = mid_batch_target(rng, total)
     await until(lambda: corrected_at_least(api, run_c, target), timeout=60, interval=0.005, what=f"{target} corrections")
     cancelling = asyncio.create_task(_cancel_soon(api, run_c))
     await asyncio.sleep(rng.uniform(0.0, 0.006))  # a random moment to crash at, not a wait for something

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from harness import Api, ServerProcess, integrity_check, until
+from harness import Api, ServerProcess, integrity_check, mid_batch_target, until
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ async def test_sigkill_mid_batch_every_k_has_one_number_and_the_numbering_contin
     first = await api.start(account, earlier, "0s")
     await api.wait_terminal(first)
     run_id = await api.start(account, total, "0s")
-    target = rng.randint(1, 700)
+    target = mid_batch_target(rng, total)
     await until(lambda: issued_at_least(api, [run_id], target), timeout=60, interval=0.005, what=f"{target} invoices")
     await server.kill()
     assert target <= len(run_numbers(server.db, run_id)) < total + 1
@@ -91,7 +91,7 @@ async def test_sigkill_mid_batch_every_k_has_one_number_and_the_numbering_contin
 async def test_sigkill_while_two_batches_of_one_account_run(server: ServerProcess, api: Api, rng: random.Random) -> None:
     account, totals = "crash_pair", (400, 300)
     runs = [await api.start(account, total, "0s") for total in totals]
-    target = rng.randint(1, 600)
+    target = rng.randint(1, 600)  # in either batch: the second waits in the queue until the first ends
     await until(lambda: issued_at_least(api, runs, target), timeout=60, interval=0.005, what=f"{target} invoices")
     await server.kill()
 
@@ -126,7 +126,7 @@ async def test_sigkill_during_a_cancel_leaves_no_number_without_its_invoice(
 ) -> None:
     account, total = f"crash_cancel_numbers_{trial}", 600
     run_id = await api.start(account, total, "0s")
-    target = rng.randint(1, 400)
+    target = mid_batch_target(rng, total)
     await until(lambda: issued_at_least(api, [run_id], target), timeout=60, interval=0.005, what=f"{target} invoices")
     cancelling = asyncio.create_task(_cancel_soon(api, run_id))
     await asyncio.sleep(rng.uniform(0.0, 0.006))

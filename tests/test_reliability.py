@@ -39,6 +39,7 @@ from harness import (
     client_session,
     expected_ids,
     integrity_check,
+    mid_batch_target,
     parse_sse,
     progress_numbers,
     sql_rows,
@@ -110,17 +111,6 @@ async def health_counts(api: Api) -> dict[str, int]:
 
 
 # -- 1. crash safety ----------------------------------------------------------------------
-
-
-def mid_batch_target(rng: random.Random, total: int) -> int:
-    """How many invoices the client waits to see before it kills (or stops) the server.
-
-    The kill must land before the batch ends, and a stream reader falls behind the
-    server as the batch goes on: in one run it had parsed 1,519 events when all 2,000
-    were issued, and the kill found the batch complete. The first half of the batch
-    leaves the reader room to be twice as slow.
-    """
-    return rng.randint(1, total // 2)
 
 
 @pytest.mark.slow
@@ -252,7 +242,7 @@ async def test_sigkill_during_a_cancel(
     await server.start()
     api = Api(http, server)
     run_id = await api.start(account, total, "0s")
-    target = rng.randint(1, 300)
+    target = mid_batch_target(rng, total)
 
     async def issued_enough() -> bool:
         return int((await api.status(run_id))["current"]) >= target
@@ -353,7 +343,7 @@ async def test_cancel_at_random_moments_matches_stored_and_streamed(
     for trial in range(trials):
         account = f"cancel_{trial}"
         run_id = await api.start(account, total, "0s")
-        target = rng.randint(1, 300)
+        target = mid_batch_target(rng, total)
         events: list[SseEvent] = []
         async with http.get(f"{server.base}/api/stream/{run_id}") as response:
             await read_until(response, target, events)
