@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from machine import StealMeter
 from durable._journal import Journal
 from durable._schema import MIGRATIONS
 
-Statement = tuple[str, Sequence[Any]]
+Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]  # as the journal builds them
 Write = tuple[list[Statement], asyncio.Future[None]]
 
 

@@ -7,14 +7,14 @@ import contextlib
 import enum
 import os
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ._errors import EngineClosed, HookNotFound, RunCancelled, RunFailed
 from ._hook_registry import HookInfo, hook_info
-from ._journal import Journal
+from ._journal import Journal, Params
 from ._lock import FileLock
 from ._models import OperationInfo, RunInfo, RunStatus, run_info
 from ._operate import RunOperator
@@ -175,7 +175,7 @@ class Engine:
         position = self._runs.queues.position
         return [run_info(row, position(row[0])) for row in rows]
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
+    def execute(self, sql: str, params: Params = ()) -> asyncio.Future[None]:
         """Queue one write statement of the application for the group commit: await it for the commit.
 
         Queued at the call, not at the first await: statements commit in the order
@@ -184,12 +184,12 @@ class Engine:
         self._check_open()
         return self._journal.commit([(sql, params)])
 
-    def execute_returning(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[list[tuple[Any, ...]]]:
+    def execute_returning(self, sql: str, params: Params = ()) -> asyncio.Future[list[tuple[Any, ...]]]:
         """``execute`` of a statement with a RETURNING clause: its rows, once committed (no read after the write)."""
         self._check_open()
         return self._journal.commit_returning((sql, params))
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Run a read query of the application on the reader connection."""
         self._check_open()
         return await self._journal.fetchall(sql, params)

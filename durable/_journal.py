@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from ._failures import ErrorInfo
 from ._options import PLAIN, StartPlan
 from ._replay import Recorded, Replay, StoredRun, receive_name
 from ._schema import MIGRATIONS
-from ._writer import GroupCommitWriter, OnCommit, OnFailure, Statement, WriteOwner
+from ._writer import GroupCommitWriter, OnCommit, OnFailure, Params, Statement, WriteOwner
 
-__all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Statement", "is_hook_released"]
+__all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Params", "Statement", "is_hook_released"]
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -409,14 +408,14 @@ class Journal:
 
     # -- reads --------------------------------------------------------------------
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         reader = self._reader
         if reader is None:
             raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
         rows = await reader.execute_fetchall(sql, params)
         return [tuple(row) for row in rows]
 
-    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    async def _fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 

@@ -9,8 +9,8 @@ for a group of identical INSERTs in a batch.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeGuard
 
 MAX_ROWS = 256  # rows per statement: 13 columns x 256 stays far below SQLite's 32,766 parameters
 
@@ -37,7 +37,7 @@ class MultiRow:
         self._width = placeholders.count("?")
         self._texts: dict[int, str] = {1: sql}
 
-    def fits(self, rows: Sequence[Sequence[Any]]) -> bool:
+    def fits(self, rows: Sequence[Sequence[Any] | Mapping[str, Any]]) -> TypeGuard[Sequence[Sequence[Any]]]:
         """Whether every row is a tuple or list with one value per placeholder.
 
         Flattened, any other row (a dict, a value too few or too many) would bind to

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +27,9 @@ from ._multi_row import MultiRow
 
 log = logging.getLogger("durable.journal")
 
-Statement = tuple[str, Sequence[Any]]
+# Parameters as sqlite3 takes them: by position (``?``), or by name (``:name``).
+Params = Sequence[Any] | Mapping[str, Any]
+Statement = tuple[str, Params]
 
 # Primary result codes (the low byte of an extended code) that mean the database as a
 # whole refused, rather than one statement failing on its own merits (a constraint).
@@ -91,7 +93,7 @@ class _Group:
     """Consecutive statements with the same SQL: one ``executemany``."""
 
     sql: str
-    rows: list[Sequence[Any]] = field(default_factory=list)
+    rows: list[Params] = field(default_factory=list)
     returning: _Write | None = None  # the write that gets the statement's rows (never grouped)
 
 

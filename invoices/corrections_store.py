@@ -51,20 +51,21 @@ PairState = Literal["corrected", "reverted", "pending"]
 
 _ISSUE_CREDIT_NOTE = """INSERT INTO credit_notes (credit_note_id, run_id, i, account_id, n, invoice_id, customer, line_items,
     currency, subtotal_cents, tax_cents, total_cents, price_version, issued_at)
-SELECT 'CN-' || ?4 || '-' || printf('%04d', next.n), ?1, ?2, ?4, next.n, inv.invoice_id, inv.customer, ?5,
-    inv.currency, -inv.subtotal_cents, -inv.tax_cents, -inv.total_cents, inv.price_version, ?6
-FROM invoices AS inv, (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM credit_notes WHERE account_id = ?4) AS next
-WHERE inv.invoice_id = ?3 AND inv.status = 'issued'
-  AND NOT EXISTS (SELECT 1 FROM credit_notes WHERE run_id = ?1 AND i = ?2)
-  AND NOT EXISTS (SELECT 1 FROM credit_notes WHERE invoice_id = ?3 AND status = 'issued')"""
+SELECT 'CN-' || :account_id || '-' || printf('%04d', next.n), :run_id, :i, :account_id, next.n, inv.invoice_id,
+    inv.customer, :line_items, inv.currency, -inv.subtotal_cents, -inv.tax_cents, -inv.total_cents, inv.price_version,
+    :issued_at
+FROM invoices AS inv, (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM credit_notes WHERE account_id = :account_id) AS next
+WHERE inv.invoice_id = :invoice_id AND inv.status = 'issued'
+  AND NOT EXISTS (SELECT 1 FROM credit_notes WHERE run_id = :run_id AND i = :i)
+  AND NOT EXISTS (SELECT 1 FROM credit_notes WHERE invoice_id = :invoice_id AND status = 'issued')"""
 
-_VOID = """UPDATE invoices SET status = 'voided', voided_by = ?1
-WHERE invoice_id = ?2 AND status = 'issued'
-  AND EXISTS (SELECT 1 FROM credit_notes WHERE credit_note_id = ?1 AND status = 'issued')"""
+_VOID = """UPDATE invoices SET status = 'voided', voided_by = :credit_note_id
+WHERE invoice_id = :invoice_id AND status = 'issued'
+  AND EXISTS (SELECT 1 FROM credit_notes WHERE credit_note_id = :credit_note_id AND status = 'issued')"""
 
-_RESTORE = "UPDATE invoices SET status = 'issued', voided_by = NULL WHERE invoice_id = ?2 AND voided_by = ?1"
+_RESTORE = "UPDATE invoices SET status = 'issued', voided_by = NULL WHERE invoice_id = ? AND voided_by = ?"
 
-_REVERT = "UPDATE credit_notes SET status = 'reverted', reverted_at = ?3 WHERE run_id = ?1 AND i = ?2 AND status = 'issued'"
+_REVERT = "UPDATE credit_notes SET status = 'reverted', reverted_at = ? WHERE run_id = ? AND i = ? AND status = 'issued'"
 
 _RECORD_RUN = """INSERT OR IGNORE INTO correction_runs (run_id, corrects_run_id, account_id, price_version, total, created_at)
 VALUES (?, ?, ?, ?, ?, ?)"""
@@ -260,12 +261,19 @@ class CorrectionStore:
         """The credit note of ``(run, i)`` voiding ``original``, issued unless it exists; ``None`` when another voids it."""
         await self._store.opened()
         items = tuple(LineItem(item.sku, item.description, -item.quantity, item.unit_price_cents) for item in original.line_items)
-        params = (run_id, i, original.invoice_id, original.account_id, _items_json(items), now_iso_ms())
+        params = {
+            "run_id": run_id,
+            "i": i,
+            "invoice_id": original.invoice_id,
+            "account_id": original.account_id,
+            "line_items": _items_json(items),
+            "issued_at": now_iso_ms(),
+        }
         await self._sql.execute(_ISSUE_CREDIT_NOTE, params)
         note = await self._note_of(run_id, i)
         if note is None:
             return None
-        await self._sql.execute(_VOID, (note.credit_note_id, note.invoice_id))
+        await self._sql.execute(_VOID, {"credit_note_id": note.credit_note_id, "invoice_id": note.invoice_id})
         return note
 
     async def issue_replacement(self, run_id: str, i: int, original: Invoice, prices: PriceList) -> Invoice:
@@ -293,8 +301,8 @@ class CorrectionStore:
             await self._store.give_back_number(run_id, note.account_id, i)
             taken = await self._store.allocation(run_id, i)
         if taken is None:
-            await self._sql.execute(_RESTORE, (note.credit_note_id, note.invoice_id))
-            await self._sql.execute(_REVERT, (run_id, i, now_iso_ms()))
+            await self._sql.execute(_RESTORE, (note.invoice_id, note.credit_note_id))
+            await self._sql.execute(_REVERT, (now_iso_ms(), run_id, i))
             return "reverted"
         if taken[2] is None:
             rows = await self._sql.fetchall("SELECT price_version FROM run_invoices WHERE run_id = ? AND k = ?", (run_id, i))
@@ -303,7 +311,7 @@ class CorrectionStore:
 
     async def _finish(self, run_id: str, i: int, invoice_id: str, credit_note_id: str, price_version: int) -> Invoice:
         """Issue the replacement of a pair whose credit note is issued (making sure it voids its invoice)."""
-        await self._sql.execute(_VOID, (credit_note_id, invoice_id))
+        await self._sql.execute(_VOID, {"credit_note_id": credit_note_id, "invoice_id": invoice_id})
         original = await self._store.get(invoice_id)
         prices = await self._store.price_list(price_version)
         if original is None or prices is None:

@@ -32,7 +32,7 @@ invoice another run had issued holds no number (``n`` NULL).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -46,11 +46,11 @@ __all__ = ["SqlEngine", "create_schema"]
 class SqlEngine(Protocol):
     """The part of ``durable.Engine`` the store uses."""
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Awaitable[None]: ...
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Awaitable[None]: ...
 
-    def execute_returning(self, sql: str, params: Sequence[Any] = ()) -> Awaitable[list[tuple[Any, ...]]]: ...
+    def execute_returning(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Awaitable[list[tuple[Any, ...]]]: ...
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    async def fetchall(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
 _TABLES = (

@@ -42,9 +42,9 @@ from .validation import PriceUpdate
 __all__ = ["Invoice", "InvoiceStore", "SqlEngine"]
 
 _ALLOCATE = """INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, price_version)
-SELECT ?1, ?2, 'INV-' || ?3 || '-' || printf('%04d', next.n), ?3, next.n, ?4
-FROM (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM run_invoices WHERE account_id = ?3) AS next
-WHERE NOT EXISTS (SELECT 1 FROM run_invoices WHERE run_id = ?1 AND k = ?2)"""
+SELECT :run_id, :k, 'INV-' || :account_id || '-' || printf('%04d', next.n), :account_id, next.n, :price_version
+FROM (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM run_invoices WHERE account_id = :account_id) AS next
+WHERE NOT EXISTS (SELECT 1 FROM run_invoices WHERE run_id = :run_id AND k = :k)"""
 _ALLOCATE_RETURNING = _ALLOCATE + " RETURNING n, invoice_id"  # the number without a read after the write
 
 _INVOICE_VALUES = (
@@ -66,9 +66,9 @@ _ISSUED_BY = """SELECT run_id, COUNT(*) FROM (
 # A number is given back only while it is its account's last: giving back any
 # other would leave a gap.
 _RELEASE = """DELETE FROM run_invoices
-WHERE run_id = ?1 AND k = ?2
+WHERE run_id = :run_id AND k = :k
   AND NOT EXISTS (SELECT 1 FROM invoices AS i WHERE i.invoice_id = run_invoices.invoice_id)
-  AND n = (SELECT MAX(n) FROM run_invoices WHERE account_id = ?3)"""
+  AND n = (SELECT MAX(n) FROM run_invoices WHERE account_id = :account_id)"""
 
 _UNISSUED = """SELECT r.k, r.account_id, r.n, r.invoice_id, r.price_version FROM run_invoices AS r
 WHERE r.run_id = ? AND r.n IS NOT NULL
@@ -78,9 +78,10 @@ ORDER BY r.n DESC"""
 # The latest version's currency and (unless given) tax rate carry over; with a
 # baseVersion, nothing is written unless it is still the latest.
 _ADD_PRICE_LIST = """INSERT INTO price_lists (version, currency, tax_basis_points, products, created_at, request_id)
-SELECT latest.version + 1, latest.currency, COALESCE(?1, latest.tax_basis_points), ?2, ?3, ?4
+SELECT latest.version + 1, latest.currency, COALESCE(:tax_basis_points, latest.tax_basis_points), :products,
+    :created_at, :request_id
 FROM (SELECT version, currency, tax_basis_points FROM price_lists ORDER BY version DESC LIMIT 1) AS latest
-WHERE ?5 IS NULL OR latest.version = ?5"""
+WHERE :base_version IS NULL OR latest.version = :base_version"""
 
 _PRICE_COLUMNS = "version, currency, tax_basis_points, products, created_at"
 
@@ -260,9 +261,14 @@ class InvoiceStore:
         await self._opened()
         request_id = uuid.uuid4().hex
         products = orjson.dumps([product.to_json() for product in update.products]).decode()
-        await self._engine.execute(
-            _ADD_PRICE_LIST, (update.tax_basis_points, products, now_iso_ms(), request_id, update.base_version)
-        )
+        params = {
+            "tax_basis_points": update.tax_basis_points,
+            "products": products,
+            "created_at": now_iso_ms(),
+            "request_id": request_id,
+            "base_version": update.base_version,
+        }
+        await self._engine.execute(_ADD_PRICE_LIST, params)
         rows = await self._engine.fetchall(f"SELECT {_PRICE_COLUMNS} FROM price_lists WHERE request_id = ?", (request_id,))
         return self._prices.setdefault(rows[0][0], _price_list(rows[0])) if rows else None
 
@@ -284,7 +290,9 @@ class InvoiceStore:
     async def take_number(self, run_id: str, account_id: str, k: int, price_version: int) -> tuple[int, str, Invoice | None]:
         """The account's next number for ``(run, k)`` unless it has one: the number, its invoice id, its invoice once issued."""
         await self._opened()
-        fresh = await self._engine.execute_returning(_ALLOCATE_RETURNING, (run_id, k, account_id, price_version))
+        fresh = await self._engine.execute_returning(
+            _ALLOCATE_RETURNING, {"run_id": run_id, "k": k, "account_id": account_id, "price_version": price_version}
+        )
         if fresh:  # a new number: no invoice can have it yet
             n, invoice_id = fresh[0]
             return int(n), str(invoice_id), None
@@ -296,7 +304,7 @@ class InvoiceStore:
     async def give_back_number(self, run_id: str, account_id: str, k: int) -> None:
         """Give back ``(run, k)``'s number if its invoice was never issued and it is still the account's last."""
         await self._opened()
-        await self._engine.execute(_RELEASE, (run_id, k, account_id))
+        await self._engine.execute(_RELEASE, {"run_id": run_id, "k": k, "account_id": account_id})
 
     async def insert(self, invoice: Invoice) -> Invoice:
         """Store an invoice under a number ``take_number`` gave it; the stored row."""
@@ -351,7 +359,7 @@ class InvoiceStore:
         """
         await self._opened()
         for k, account_id, _, _, _ in await self._engine.fetchall(_UNISSUED, (run_id,)):
-            await self._engine.execute(_RELEASE, (run_id, k, account_id))
+            await self._engine.execute(_RELEASE, {"run_id": run_id, "k": k, "account_id": account_id})
         for _, account_id, n, invoice_id, version in await self._engine.fetchall(_UNISSUED, (run_id,)):
             prices = await self.price_list(version)
             if prices is not None:

@@ -183,3 +183,19 @@ async def test_a_values_row_that_ends_a_compound_select_is_not_merged(engine: En
     await asyncio.gather(*(engine.execute(insert, (k,)) for k in range(64)))
     assert sql.execute("SELECT COUNT(*) FROM target WHERE a = 'copied'").fetchone() == (64,)
     assert sql.execute("SELECT COUNT(*) FROM target WHERE a != 'copied'").fetchone() == (64,)
+
+
+async def test_named_parameters_bind_by_name_in_every_statement_kind(engine: Engine, sql: sqlite3.Connection) -> None:
+    # Numbered placeholders (?1) with a sequence are deprecated since Python 3.12 and
+    # refused from 3.14; a statement that names a value twice takes a mapping instead.
+    await engine.execute("CREATE TABLE named (a, b, twice)")
+    insert = "INSERT INTO named (a, b, twice) VALUES (:a, :b, :a || :a)"
+    # Queued one after another, identical: grouped in one executemany, by name.
+    await asyncio.gather(*(engine.execute(insert, {"b": k, "a": f"x{k}"}) for k in range(3)))
+    rows = await engine.execute_returning("UPDATE named SET b = b + :by WHERE a = :a RETURNING a, b", {"a": "x1", "by": 10})
+    assert rows == [("x1", 11)]
+    assert await engine.fetchall("SELECT a, b, twice FROM named WHERE b >= :least ORDER BY b", {"least": 1}) == [
+        ("x2", 2, "x2x2"),
+        ("x1", 11, "x1x1"),
+    ]
+    assert sql.execute("SELECT COUNT(*) FROM named").fetchone() == (3,)

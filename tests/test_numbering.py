@@ -71,7 +71,7 @@ async def test_wide_numbers_keep_all_their_digits(store: InvoiceStore, engine: E
 
 async def _take_number_only(engine: Engine, run_id: str, k: int, account_id: str) -> None:
     """What a crash between the two commits of ``issue`` leaves: a number, no invoice."""
-    await engine.execute(_ALLOCATE, (run_id, k, account_id, 1))
+    await engine.execute(_ALLOCATE, {"run_id": run_id, "k": k, "account_id": account_id, "price_version": 1})
 
 
 async def test_settling_gives_back_numbers_that_are_still_the_accounts_last(
