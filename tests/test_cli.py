@@ -7,6 +7,7 @@ import os
 import re
 import sqlite3
 import sys
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,7 +104,7 @@ async def journal(tmp_path: Path) -> Journal:
 
 
 def status_of(db: Path, run_id: str) -> str:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return str(conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
 
 

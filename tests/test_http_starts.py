@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
 
 
 def count_runs(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         (count,) = conn.execute("SELECT COUNT(*) FROM runs").fetchone()
         return int(count)
 

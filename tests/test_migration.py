@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -84,6 +85,6 @@ async def test_a_release_journal_migrates_and_replays(tmp_path: Path) -> None:
             assert (exc.error, exc.error_type, exc.message, exc.stack) == ("ValueError: boom", "ValueError", "boom", "")
         else:
             raise AssertionError("the failed run must raise RunFailed")
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

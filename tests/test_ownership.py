@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +257,7 @@ async def _batch(client: TestClient[web.Request, web.Application], account: str,
 
 
 def _invoice_rows(db: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return [(str(a), str(b)) for a, b in conn.execute("SELECT invoice_id, run_id FROM invoices ORDER BY invoice_id")]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ EXPECTED = {"wait_first": "fast", "as_completed": "fast", "sleep_vs_step": "slee
 
 def _parked(db: Path, run_id: str) -> bool:
     """The winner is written and the run sleeps in its parking sleep, with every step journaled."""
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         chunk = conn.execute("SELECT COUNT(*) FROM chunks WHERE run_id = ?", (run_id,)).fetchone()[0]
         parked = conn.execute(
             "SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'sleep' AND name = ?", (run_id, str(race_workflows.PARK_S))
@@ -36,7 +37,7 @@ async def test_race_keeps_its_winner_after_sigkill_and_restart(tmp_path: Path, r
         await until(lambda: _parked(db, run_id), timeout=30, what="the race to be decided and journaled")
     finally:
         await kill_child(proc)
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         (data,) = conn.execute("SELECT data FROM chunks WHERE run_id = ?", (run_id,)).fetchone()
     assert orjson.loads(data) == {"winner": EXPECTED[race]}  # live
 
