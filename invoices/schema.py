@@ -9,7 +9,7 @@ Five tables:
 - ``run_invoices``: the numbering ledger, keyed by ``(run_id, k)``: the k-th
   invoice of run R took number ``n`` of its account (``UNIQUE (account_id, n)``)
   and is priced at ``price_version``. A number is taken here first, by one
-  statement in the engine's single writer (see ``store._ALLOCATE``).
+  statement in the engine's single writer (see ``store._TAKE_NUMBER``).
 - ``invoices``: one row per issued invoice, keyed by ``INV-<accountId>-<nnnn>``,
   written once its number is taken. ``run_id`` is the run that issued it.
   ``status`` is ``issued`` or ``voided`` (then ``voided_by`` names the credit

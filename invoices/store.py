@@ -6,11 +6,12 @@ through ``engine.fetchall`` (its reader connection).
 
 Issuing the k-th invoice of a run takes two commits:
 
-1. ``_ALLOCATE`` takes the account's next number for ``(run, k)`` unless that
+1. ``_TAKE_NUMBER`` takes the account's next number for ``(run, k)`` unless that
    pair already has one. It is one statement, and statements commit one after
    another in the single writer, so concurrent steps of one batch or of
    several batches of an account never take the same number and never skip
-   one. A step executed again (same run, same k) finds its number.
+   one. A step executed again (same run, same k) gets its number from the
+   same statement, so it resumes in call order with the steps taking one.
 2. The invoice row, priced for that number, commits together with the
    step's progress event (``alongside``).
 
@@ -41,11 +42,18 @@ from .validation import PriceUpdate
 
 __all__ = ["Invoice", "InvoiceStore", "SqlEngine"]
 
-_ALLOCATE = """INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, price_version)
+# The number of ``(run, k)``, taken now or before, and whether its invoice is stored:
+# one statement, and no read after it, whether the pair had a number or not. So
+# every step of a window resumes from the same commit, in the order of its call,
+# and queues its invoice and event in that order, even when a crash cut the
+# window's numbers in two commits and the steps run again. (Upsert: the no-op
+# update makes RETURNING give the row the pair already has.)
+_TAKE_NUMBER = """INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, price_version)
 SELECT :run_id, :k, 'INV-' || :account_id || '-' || printf('%04d', next.n), :account_id, next.n, :price_version
 FROM (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM run_invoices WHERE account_id = :account_id) AS next
-WHERE NOT EXISTS (SELECT 1 FROM run_invoices WHERE run_id = :run_id AND k = :k)"""
-_ALLOCATE_RETURNING = _ALLOCATE + " RETURNING n, invoice_id"  # the number without a read after the write
+WHERE true
+ON CONFLICT (run_id, k) DO UPDATE SET price_version = run_invoices.price_version
+RETURNING n, invoice_id, EXISTS (SELECT 1 FROM invoices AS i WHERE i.invoice_id = run_invoices.invoice_id)"""
 
 _INVOICE_VALUES = (
     " INTO invoices (invoice_id, run_id, account_id, n, customer, line_items, currency,"
@@ -290,13 +298,12 @@ class InvoiceStore:
     async def take_number(self, run_id: str, account_id: str, k: int, price_version: int) -> tuple[int, str, Invoice | None]:
         """The account's next number for ``(run, k)`` unless it has one: the number, its invoice id, its invoice once issued."""
         await self._opened()
-        fresh = await self._engine.execute_returning(
-            _ALLOCATE_RETURNING, {"run_id": run_id, "k": k, "account_id": account_id, "price_version": price_version}
-        )
-        if fresh:  # a new number: no invoice can have it yet
-            n, invoice_id = fresh[0]
+        params = {"run_id": run_id, "k": k, "account_id": account_id, "price_version": price_version}
+        ((n, invoice_id, issued),) = await self._engine.execute_returning(_TAKE_NUMBER, params)
+        if n is not None and not issued:
             return int(n), str(invoice_id), None
-        taken = await self.allocation(run_id, k)  # taken by an earlier execution of the step
+        # Its invoice is stored (or the file predates per-account numbers): read it.
+        taken = await self.allocation(run_id, k)
         if taken is None:  # pragma: no cover - the statement above wrote it, or it was there
             raise RuntimeError(f"no number taken for ({run_id}, {k})")
         return taken

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from durable import Engine
 from invoices import create_app
 from invoices.keys import store_key
 from invoices.pricing import SEED_PRICES, price_invoice
-from invoices.store import _ALLOCATE, InvoiceStore
+from invoices.store import _TAKE_NUMBER, InvoiceStore
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ async def store(engine: Engine) -> AsyncIterator[InvoiceStore]:
 
 
 def rows(db: Path, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return conn.execute(query, params).fetchall()
 
 
@@ -71,7 +72,7 @@ async def test_wide_numbers_keep_all_their_digits(store: InvoiceStore, engine: E
 
 async def _take_number_only(engine: Engine, run_id: str, k: int, account_id: str) -> None:
     """What a crash between the two commits of ``issue`` leaves: a number, no invoice."""
-    await engine.execute(_ALLOCATE, {"run_id": run_id, "k": k, "account_id": account_id, "price_version": 1})
+    await engine.execute_returning(_TAKE_NUMBER, {"run_id": run_id, "k": k, "account_id": account_id, "price_version": 1})
 
 
 async def test_settling_gives_back_numbers_that_are_still_the_accounts_last(
@@ -118,6 +119,29 @@ async def test_a_step_reexecuted_after_the_number_was_taken_completes_it(store: 
 
     invoice = await store.issue("run_a", "acct", 1, SEED_PRICES, alongside=progress)
     assert (invoice.invoice_id, written) == ("INV-acct-0001", ["INV-acct-0001"])
+
+
+async def test_a_window_reexecuted_after_a_crash_writes_its_events_in_invoice_order(
+    store: InvoiceStore, engine: Engine, db_path: Path
+) -> None:
+    # A crash can cut a window's number allocations in two commits: the steps that
+    # had their number must not fall behind those taking one now (a read of the
+    # number after the write would put their events after the others').
+    for k in range(1, 5):
+        await _take_number_only(engine, "run_a", k, "acct")
+    await store.issue("run_a", "acct", 5, SEED_PRICES)  # its invoice and event were stored too
+    written: list[int] = []
+
+    async def progress(invoice: Any) -> None:
+        written.append(invoice.n)
+
+    issued = await asyncio.gather(*(store.issue("run_a", "acct", k, SEED_PRICES, alongside=progress) for k in range(1, 11)))
+    assert [invoice.n for invoice in issued] == list(range(1, 11))
+    # The stored invoice's event is written again, once; the engine stores a step's
+    # write at most once, and it normally committed with its invoice.
+    assert [n for n in written if n != 5] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    assert written.count(5) == 1
+    assert rows(db_path, "SELECT COUNT(*), MIN(n), MAX(n) FROM invoices WHERE run_id = 'run_a'") == [(10, 1, 10)]
 
 
 async def test_steps_resumed_before_the_schema_is_ready_wait_for_it(engine: Engine) -> None:
