@@ -47,10 +47,12 @@ __all__ = ["Invoice", "InvoiceStore", "SqlEngine"]
 # every step of a window resumes from the same commit, in the order of its call,
 # and queues its invoice and event in that order, even when a crash cut the
 # window's numbers in two commits and the steps run again. (Upsert: the no-op
-# update makes RETURNING give the row the pair already has.)
+# update makes RETURNING give the row the pair already has. The account's last
+# number is read from the end of its index: ``MAX(n)`` in a subquery that SQLite
+# flattens into this statement would scan all its numbers.)
 _TAKE_NUMBER = """INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, price_version)
 SELECT :run_id, :k, 'INV-' || :account_id || '-' || printf('%04d', next.n), :account_id, next.n, :price_version
-FROM (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM run_invoices WHERE account_id = :account_id) AS next
+FROM (SELECT COALESCE((SELECT n FROM run_invoices WHERE account_id = :account_id ORDER BY n DESC LIMIT 1), 0) + 1 AS n) AS next
 WHERE true
 ON CONFLICT (run_id, k) DO UPDATE SET price_version = run_invoices.price_version
 RETURNING n, invoice_id, EXISTS (SELECT 1 FROM invoices AS i WHERE i.invoice_id = run_invoices.invoice_id)"""
