@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 from machine import StealMeter
 
-from durable._journal import Journal
+from durable._journal import Journal, Statement
 from durable._schema import MIGRATIONS
 
-Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]  # as the journal builds them
 Write = tuple[list[Statement], asyncio.Future[None]]
 
 

@@ -43,14 +43,18 @@ from .timestamps import now_iso_ms
 __all__ = ["SqlEngine", "create_schema"]
 
 
+# Parameters of a statement, as sqlite3 binds them: by position (``?``) or by name (``:name``).
+SqlParams = Sequence[Any] | Mapping[str, Any]
+
+
 class SqlEngine(Protocol):
     """The part of ``durable.Engine`` the store uses."""
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Awaitable[None]: ...
+    def execute(self, sql: str, params: SqlParams = ()) -> Awaitable[None]: ...
 
-    def execute_returning(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Awaitable[list[tuple[Any, ...]]]: ...
+    def execute_returning(self, sql: str, params: SqlParams = ()) -> Awaitable[list[tuple[Any, ...]]]: ...
 
-    async def fetchall(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]: ...
+    async def fetchall(self, sql: str, params: SqlParams = ()) -> list[tuple[Any, ...]]: ...
 
 
 _TABLES = (

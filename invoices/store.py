@@ -368,7 +368,7 @@ class InvoiceStore:
         """
         await self._opened()
         for k, account_id, _, _, _ in await self._engine.fetchall(_UNISSUED, (run_id,)):
-            await self._engine.execute(_RELEASE, {"run_id": run_id, "k": k, "account_id": account_id})
+            await self.give_back_number(run_id, account_id, k)
         for _, account_id, n, invoice_id, version in await self._engine.fetchall(_UNISSUED, (run_id,)):
             prices = await self.price_list(version)
             if prices is not None:
