@@ -10,8 +10,9 @@ Issuing the k-th invoice of a run takes two commits:
    pair already has one. It is one statement, and statements commit one after
    another in the single writer, so concurrent steps of one batch or of
    several batches of an account never take the same number and never skip
-   one. A step executed again (same run, same k) gets its number from the
-   same statement, so it resumes in call order with the steps taking one.
+   one. A step executed again (same run, same k) gets its number, and its
+   invoice once stored, from the same statement, so it resumes in call order
+   with the steps taking one.
 2. The invoice row, priced for that number, commits together with the
    step's progress event (``alongside``).
 
@@ -42,20 +43,26 @@ from .validation import PriceUpdate
 
 __all__ = ["Invoice", "InvoiceStore", "SqlEngine"]
 
-# The number of ``(run, k)``, taken now or before, and whether its invoice is stored:
-# one statement, and no read after it, whether the pair had a number or not. So
-# every step of a window resumes from the same commit, in the order of its call,
-# and queues its invoice and event in that order, even when a crash cut the
-# window's numbers in two commits and the steps run again. (Upsert: the no-op
-# update makes RETURNING give the row the pair already has. The account's last
-# number is read from the end of its index: ``MAX(n)`` in a subquery that SQLite
-# flattens into this statement would scan all its numbers.)
-_TAKE_NUMBER = """INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, price_version)
+_COLUMNS = (
+    "i.invoice_id, i.run_id, i.account_id, i.n, i.customer, i.line_items, i.currency,"
+    " i.subtotal_cents, i.tax_cents, i.total_cents, i.issued_at, i.price_version, i.status, i.voided_by, i.replaces"
+)
+
+# The number of ``(run, k)``, taken now or before, and its invoice once stored (the
+# columns of ``_COLUMNS`` as a JSON array): one statement, and no read after it,
+# whether the pair had a number, or its invoice, or not. So every step of a window
+# resumes from the same commit, in the order of its call, and queues its invoice
+# and event in that order, even when a crash cut the window's numbers in two
+# commits, or fell between an invoice's commit and its event's, and the steps run
+# again. (Upsert: the no-op update makes RETURNING give the row the pair already
+# has. The account's last number is read from the end of its index: ``MAX(n)`` in
+# a subquery that SQLite flattens into this statement would scan all its numbers.)
+_TAKE_NUMBER = f"""INSERT INTO run_invoices (run_id, k, invoice_id, account_id, n, price_version)
 SELECT :run_id, :k, 'INV-' || :account_id || '-' || printf('%04d', next.n), :account_id, next.n, :price_version
 FROM (SELECT COALESCE((SELECT n FROM run_invoices WHERE account_id = :account_id ORDER BY n DESC LIMIT 1), 0) + 1 AS n) AS next
 WHERE true
 ON CONFLICT (run_id, k) DO UPDATE SET price_version = run_invoices.price_version
-RETURNING n, invoice_id, EXISTS (SELECT 1 FROM invoices AS i WHERE i.invoice_id = run_invoices.invoice_id)"""
+RETURNING n, invoice_id, (SELECT json_array({_COLUMNS}) FROM invoices AS i WHERE i.invoice_id = run_invoices.invoice_id)"""
 
 _INVOICE_VALUES = (
     " INTO invoices (invoice_id, run_id, account_id, n, customer, line_items, currency,"
@@ -94,11 +101,6 @@ FROM (SELECT version, currency, tax_basis_points FROM price_lists ORDER BY versi
 WHERE :base_version IS NULL OR latest.version = :base_version"""
 
 _PRICE_COLUMNS = "version, currency, tax_basis_points, products, created_at"
-
-_COLUMNS = (
-    "i.invoice_id, i.run_id, i.account_id, i.n, i.customer, i.line_items, i.currency,"
-    " i.subtotal_cents, i.tax_cents, i.total_cents, i.issued_at, i.price_version, i.status, i.voided_by, i.replaces"
-)
 
 # Line items stored before they carried a sku are the seed catalog's products.
 _SEED_SKUS = {product.description: product.sku for product in CATALOG}
@@ -301,10 +303,10 @@ class InvoiceStore:
         """The account's next number for ``(run, k)`` unless it has one: the number, its invoice id, its invoice once issued."""
         await self._opened()
         params = {"run_id": run_id, "k": k, "account_id": account_id, "price_version": price_version}
-        ((n, invoice_id, issued),) = await self._engine.execute_returning(_TAKE_NUMBER, params)
-        if n is not None and not issued:
-            return int(n), str(invoice_id), None
-        # Its invoice is stored (or the file predates per-account numbers): read it.
+        ((n, invoice_id, stored),) = await self._engine.execute_returning(_TAKE_NUMBER, params)
+        if n is not None:
+            return int(n), str(invoice_id), None if stored is None else Invoice.from_row(tuple(orjson.loads(stored)))
+        # The file predates per-account numbers: the pair's invoice was found issued.
         taken = await self.allocation(run_id, k)
         if taken is None:  # pragma: no cover - the statement above wrote it, or it was there
             raise RuntimeError(f"no number taken for ({run_id}, {k})")
