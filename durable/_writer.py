@@ -70,11 +70,6 @@ class OwnerStopped(Exception):
     never holds a later write of a run without an earlier one."""
 
 
-def is_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says the file cannot grow (disk full, or ``max_page_count`` reached)."""
-    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
-
-
 def is_database_fault(exc: BaseException) -> bool:
     """Whether ``exc`` says the database refused as a whole (locked, read-only, full, I/O)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -145,21 +140,15 @@ class _Connection:
         self._multi_row: dict[str, MultiRow | None] = {}
 
     def commit_batch(self, writes: Sequence[_Write]) -> list[BaseException | None]:
-        """Commit the batch as one transaction; if one statement fails, or the file is full, each write on its own.
+        """Commit the batch as one transaction; if one statement fails, each write on its own.
 
         Returns one outcome per write: ``None`` when committed, else its error.
-        A full file refuses only the writes that need room: one that frees room
-        or lifts a limit still commits (a locked or read-only database refuses
-        them all alike, so the batch's error is every write's).
         """
         try:
             self._transaction(_groups(writes))
             return [None] * len(writes)
         except _StatementFailed:
             pass
-        except sqlite3.Error as exc:
-            if not is_full(exc):
-                raise
         outcomes: list[BaseException | None] = []
         failed: set[int] = set()  # owners with a failed write: their later writes fail too
         for write in writes:
@@ -359,7 +348,7 @@ class GroupCommitWriter:
                 accepted.append(i)
         try:
             results = connection.commit_batch([batch[i] for i in accepted])
-        except Exception as exc:  # the database as a whole refused: locked, read-only, I/O
+        except Exception as exc:  # the database as a whole refused: locked, read-only, full
             results = [exc] * len(accepted)
         for i, result in zip(accepted, results, strict=True):
             outcomes[i] = result

@@ -35,13 +35,10 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import IO, Any, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 import orjson
-
-if TYPE_CHECKING:
-    from durable import Engine
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -453,24 +450,3 @@ def make_unfinished(db: Path, run_id: str, delete_ops_from_seq: int | None = Non
         )
         if delete_ops_from_seq is not None:
             conn.execute("DELETE FROM ops WHERE run_id = ? AND seq >= ?", (run_id, delete_ops_from_seq))
-
-
-# -- storage faults ------------------------------------------------------------------
-
-
-async def fill_the_file(engine: Engine) -> None:
-    """Stop the engine's file from growing and fill the room left in it.
-
-    ``max_page_count`` applies to the writer connection, where ``execute()`` runs
-    it: the file cannot grow, and the ballast table takes up the room that is left.
-    """
-    await engine.execute("CREATE TABLE ballast (pad BLOB)")
-    pages = (await engine.fetchall("PRAGMA page_count"))[0][0]
-    await engine.execute(f"PRAGMA max_page_count = {pages}")
-    for size in (10_000, 1_000, 100, 10):
-        for _ in range(200):
-            try:
-                await engine.execute("INSERT INTO ballast VALUES (zeroblob(?))", (size,))
-            except sqlite3.OperationalError as exc:
-                assert "full" in str(exc)
-                break

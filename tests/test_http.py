@@ -17,7 +17,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from app_client import JSON, AppClient, open_client, serving
-from harness import SseEvent, SseParser, fill_the_file, parse_sse, sql_rows, sse_events, sse_lines, stored_invoices, until
+from harness import SseEvent, SseParser, parse_sse, sql_rows, sse_events, sse_lines, stored_invoices, until
 
 from durable import Run, RunFailed, RunStatus
 from invoices.errors import error_middleware
@@ -774,7 +774,18 @@ async def test_storage_faults_are_503() -> None:
 
 async def test_a_full_database_gives_503_then_recovers(api: Api) -> None:
     engine = api.app[engine_key]
-    await fill_the_file(engine)
+    await engine.execute("CREATE TABLE ballast (pad BLOB)")
+    pages = (await engine.fetchall("PRAGMA page_count"))[0][0]
+    # max_page_count applies to the writer connection, where execute() runs it:
+    # the file cannot grow, and the ballast takes up the room that is left.
+    await engine.execute(f"PRAGMA max_page_count = {pages}")
+    for size in (10_000, 1_000, 100, 10):
+        for _ in range(200):
+            try:
+                await engine.execute("INSERT INTO ballast VALUES (zeroblob(?))", (size,))
+            except sqlite3.OperationalError as exc:
+                assert "full" in str(exc)
+                break
     statuses = []
     for n in range(50):
         response = await api.post("/api/start", {"accountId": f"full_{n}", "total": 1, "delay": "1h"})

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from harness import fill_the_file, until
+from harness import until
 
 from durable import Engine, RunStatus, get_writable, sleep, step, workflow
 
@@ -143,20 +143,3 @@ async def test_writes_queued_behind_a_failed_one_do_not_land(db_path: Path) -> N
         conn.close()
         assert await run.result(timeout=30) == ["a", "b"]  # resumed from the journal once writes succeed
         assert [(chunk.index, chunk.value) async for chunk in run.chunks()] == [(0, "a"), (1, "b")]
-
-
-async def test_a_full_file_fails_only_the_writes_that_need_room(db_path: Path) -> None:
-    """A full file is no reason to refuse a write that needs no room: the batch's writes commit one by one."""
-    async with Engine(db_path) as engine:
-        await fill_the_file(engine)
-        # Queued in one loop turn, so the writer takes them as one batch.
-        grows = engine.execute("INSERT INTO ballast VALUES (zeroblob(100000))")
-        shrinks = engine.execute("DELETE FROM ballast WHERE rowid = (SELECT MIN(rowid) FROM ballast)")
-        lifts = engine.execute("PRAGMA max_page_count = 1073741823")
-        outcomes = await asyncio.gather(grows, shrinks, lifts, return_exceptions=True)
-        assert isinstance(outcomes[0], sqlite3.OperationalError)
-        assert "database or disk is full" in str(outcomes[0])
-        assert list(outcomes[1:]) == [None, None]
-        await engine.execute("INSERT INTO ballast VALUES (zeroblob(100000))")  # the limit was lifted
-        rows = await engine.fetchall("SELECT COUNT(*) FROM ballast WHERE length(pad) = 100000")
-        assert rows == [(1,)]
