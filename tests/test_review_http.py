@@ -98,6 +98,22 @@ async def until_review(api: Api, run_id: str) -> tuple[aiohttp.ClientResponse, l
     return stream, seen
 
 
+async def until_waiting(api: Api, run_id: str) -> list[dict[str, Any]]:
+    """The run's timeline once its wait for approval is journaled.
+
+    The review event commits before the receive's record: a client that has the
+    event can read the timeline a commit too early.
+    """
+    timeline: list[dict[str, Any]] = []
+
+    async def waiting() -> bool:
+        timeline[:] = (await (await api.client.get(f"/api/runs/{run_id}")).json())["timeline"]
+        return bool(timeline) and timeline[-1]["kind"] == "receive"
+
+    await until(waiting, what="the batch to wait for its approval")
+    return timeline
+
+
 def waiting_status(run_id: str, account_id: str, k: int, total: int, delay: str, body: dict[str, Any]) -> dict[str, Any]:
     return {
         "runId": run_id,
@@ -144,7 +160,7 @@ async def test_approve_issues_the_rest_and_numbering_continues_gapless(api: Api)
     assert [(run["runId"], run["waitingFor"]) for run in listed] == [(run_id, "approval")]
     detail = await (await api.client.get(f"/api/runs/{run_id}")).json()
     assert detail["waitingFor"] == "approval"
-    assert [(op["kind"], op["name"], op["status"]) for op in detail["timeline"]] == [
+    assert [(op["kind"], op["name"], op["status"]) for op in await until_waiting(api, run_id)] == [
         ("step", "invoices.workflow.issue_invoice", "completed"),
         ("step", "invoices.workflow.issue_invoice", "completed"),
         ("hook", f"hook:approval:{run_id}", "created"),
@@ -195,15 +211,7 @@ async def test_a_batch_that_reviews_all_its_invoices_completes_on_approval(api: 
     run_id = (await start(api, accountId="acct_all", total=2, delay="10ms", reviewFirst=2))["runId"]
     stream, seen = await until_review(api, run_id)
     # With a delay: a sleep between the reviewed invoices, none after the last before the review.
-    kinds: list[str] = []
-
-    async def waiting() -> bool:  # the review event commits before the receive's record
-        timeline = (await (await api.client.get(f"/api/runs/{run_id}")).json())["timeline"]
-        kinds[:] = [op["kind"] for op in timeline]
-        return len(kinds) == 5
-
-    await until(waiting, what="the batch to wait for its approval")
-    assert kinds == ["step", "sleep", "step", "hook", "receive"]
+    assert [op["kind"] for op in await until_waiting(api, run_id)] == ["step", "sleep", "step", "hook", "receive"]
     assert seen == list(enumerate([*numbered("acct_all", 1, 2, 2), review(2, 2, "acct_all")]))
     code, body = await decide(api, run_id, "approve")
     assert (code, body["waitingFor"]) == (200, None)
