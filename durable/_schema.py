@@ -1,6 +1,26 @@
-"""The journal's schema: an ordered list of migrations, applied at open."""
+"""The journal's schema: an ordered list of migrations, applied at open, and the SQLite it needs."""
 
 from __future__ import annotations
+
+import sqlite3
+
+# The oldest SQLite the journal's statements run on: a fork numbers the chunks it
+# copies with a window function (ROW_NUMBER, from 3.25).
+MIN_SQLITE = (3, 25, 0)
+
+
+def check_sqlite(version: tuple[int, int, int]) -> None:
+    """Refuse an SQLite older than ``MIN_SQLITE`` at open, rather than at the first statement it cannot run."""
+    if version < MIN_SQLITE:
+        raise sqlite3.NotSupportedError(
+            f"durable needs SQLite {dotted(MIN_SQLITE)} or later (window functions); this Python's sqlite3 module"
+            f" uses SQLite {dotted(version)}: run it with a Python built against a newer SQLite"
+        )
+
+
+def dotted(version: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in version)
+
 
 # Ordered: index i brings the schema from version i to i + 1. Never edit a released entry.
 MIGRATIONS: list[str] = [

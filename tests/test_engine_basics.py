@@ -23,7 +23,7 @@ from durable import (
     step,
     workflow,
 )
-from durable._schema import MIGRATIONS
+from durable._schema import MIGRATIONS, check_sqlite
 
 seen: list[object] = []
 
@@ -206,6 +206,17 @@ async def test_pragmas_and_schema_version(db_path: Path, sql: sqlite3.Connection
     assert sql.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
     with pytest.raises(ValueError, match="synchronous must be one of"):
         Engine(db_path, synchronous="SOMETIMES")
+
+
+def test_an_sqlite_without_window_functions_is_refused_by_name() -> None:
+    with pytest.raises(sqlite3.NotSupportedError) as refused:
+        check_sqlite((3, 24, 0))
+    assert str(refused.value) == (
+        "durable needs SQLite 3.25.0 or later (window functions); this Python's sqlite3 module uses SQLite 3.24.0:"
+        " run it with a Python built against a newer SQLite"
+    )
+    check_sqlite((3, 25, 0))  # the oldest it runs on
+    check_sqlite(sqlite3.sqlite_version_info)  # what open() checks: this machine's
 
 
 async def test_no_task_or_fd_leak_across_open_close(db_path: Path) -> None:

@@ -24,6 +24,7 @@ from durable import Engine
 from invoices import create_app
 from invoices.keys import store_key
 from invoices.pricing import SEED_PRICES, price_invoice
+from invoices.schema import sqlite_shortfall
 from invoices.store import _TAKE_NUMBER, InvoiceStore
 
 
@@ -37,6 +38,17 @@ async def store(engine: Engine) -> AsyncIterator[InvoiceStore]:
 def rows(db: Path, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with closing(sqlite3.connect(db)) as conn:
         return conn.execute(query, params).fetchall()
+
+
+def test_an_sqlite_the_numbering_cannot_run_on_is_named_with_what_it_lacks() -> None:
+    assert sqlite_shortfall((3, 34, 1), has_json=True) == (
+        "the invoices need SQLite 3.35.0 or later (RETURNING); this Python's sqlite3 module uses SQLite 3.34.1"
+    )
+    assert sqlite_shortfall((3, 40, 1), has_json=False) == (
+        "the invoices need SQLite's JSON functions (json_array); this Python's SQLite 3.40.1 was built without them"
+    )
+    assert sqlite_shortfall((3, 35, 0), has_json=True) is None
+    assert sqlite_shortfall(sqlite3.sqlite_version_info, has_json=True) is None  # this machine's, as create_schema checks
 
 
 async def test_concurrent_issues_of_several_runs_take_every_number_once(store: InvoiceStore, db_path: Path) -> None:
