@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import os
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from ._options import WorkflowWithOptions
 from ._passing import decode_result
 from ._queues import Queue, make_queue
 from ._registry import DECORATED, WorkflowCatalog, WorkflowFunction
+from ._schema import check_sqlite
 from ._serde import Duration
 from ._streams import StreamChunk, StreamHub
 from ._supervisor import RunSupervisor
@@ -83,6 +85,7 @@ class Engine:
             raise EngineClosed("Cannot reopen an engine once it has been closed: create a new Engine.")
         if self._state is _State.OPENED:
             return self
+        check_sqlite(sqlite3.sqlite_version_info)  # before the folder, the lock file or the database exist
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
         try:

@@ -21,7 +21,7 @@ from ._errors import EngineClosed
 from ._failures import ErrorInfo
 from ._options import PLAIN, StartPlan
 from ._replay import Recorded, Replay, StoredRun, receive_name
-from ._schema import MIGRATIONS, check_sqlite
+from ._schema import MIGRATIONS
 from ._writer import GroupCommitWriter, OnCommit, OnFailure, Params, Statement, WriteOwner
 
 __all__ = ["SYNCHRONOUS_LEVELS", "Journal", "Params", "Statement", "is_hook_released"]
@@ -87,7 +87,6 @@ class Journal:
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        check_sqlite(sqlite3.sqlite_version_info)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             await self._writer.open(lambda conn: migrate(conn, self.path))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
-MAX_ROWS = 256  # rows per statement: 13 columns x 256 stays far below SQLite's 32,766 parameters
+MAX_ROWS = 256  # rows per statement, at most: a bigger statement saves no more GIL hand-offs worth having
 
 # ``INSERT [OR ...] INTO name [(columns)] VALUES (?, ..., ?)`` and nothing else: a VALUES
 # that ends a compound SELECT (``INSERT INTO t SELECT ... UNION ALL VALUES (?)``) must not
@@ -26,15 +26,22 @@ class MultiRow:
     (a handful of statement texts, which stay in the connection's statement cache)."""
 
     @classmethod
-    def of(cls, sql: str) -> MultiRow | None:
-        """The multi-row forms of ``sql``, or ``None`` when it is not a plain single-row INSERT."""
-        match = _ONE_ROW_INSERT.fullmatch(sql)
-        return None if match is None else cls(sql, match.group(1))
+    def of(cls, sql: str, max_params: int) -> MultiRow | None:
+        """The multi-row forms of ``sql``, or ``None`` when it is not a plain single-row INSERT.
 
-    def __init__(self, sql: str, placeholders: str) -> None:
+        ``max_params`` is the connection's limit on a statement's parameters
+        (``SQLITE_LIMIT_VARIABLE_NUMBER``): 32,766 by default from SQLite 3.32,
+        999 before, and whatever a build chose.
+        """
+        match = _ONE_ROW_INSERT.fullmatch(sql)
+        return None if match is None else cls(sql, match.group(1), max_params)
+
+    def __init__(self, sql: str, placeholders: str, max_params: int) -> None:
         self._sql = sql
         self._more = ", " + placeholders
         self._width = placeholders.count("?")
+        rows = max(1, min(MAX_ROWS, max_params // max(self._width, 1)))
+        self._max_rows = 1 << (rows.bit_length() - 1)  # sizes stay powers of two
         self._texts: dict[int, str] = {1: sql}
 
     def fits(self, rows: Sequence[Sequence[Any] | Mapping[str, Any]]) -> TypeGuard[Sequence[Sequence[Any]]]:
@@ -52,7 +59,7 @@ class MultiRow:
         out = []
         start = 0
         while start < len(rows):
-            size = min(MAX_ROWS, 1 << ((len(rows) - start).bit_length() - 1))
+            size = min(self._max_rows, 1 << ((len(rows) - start).bit_length() - 1))
             out.append((self._text(size), [value for row in rows[start : start + size] for value in row]))
             start += size
         return out

@@ -137,6 +137,7 @@ class _Connection:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._max_params = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._multi_row: dict[str, MultiRow | None] = {}
 
     def commit_batch(self, writes: Sequence[_Write]) -> list[BaseException | None]:
@@ -206,7 +207,7 @@ class _Connection:
 
     def _multi_row_of(self, sql: str) -> MultiRow | None:
         if sql not in self._multi_row:
-            self._multi_row[sql] = MultiRow.of(sql)
+            self._multi_row[sql] = MultiRow.of(sql, self._max_params)
         return self._multi_row[sql]
 
 

@@ -16,6 +16,7 @@ from .correction import correct_invoices
 from .correction_routes import add_correction_routes
 from .errors import error_middleware
 from .keys import engine_key, hub_key, store_key
+from .requirements import require_sqlite
 from .review_routes import add_review_routes
 from .routes import BILLING_QUEUE, MAX_BODY_BYTES, routes
 from .security import add_security_headers, host_guard, is_loopback_bind, origin_guard, token_guard
@@ -83,6 +84,7 @@ def create_app(
 
     @asynccontextmanager
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
+        require_sqlite()  # before the engine creates or migrates the file and resumes runs
         async with engine:
             await store.create_schema()
             app[engine_key] = engine

@@ -32,7 +32,6 @@ invoice another run had issued holds no number (``n`` NULL).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -41,11 +40,7 @@ import orjson
 from .pricing import SEED_PRICES
 from .timestamps import now_iso_ms
 
-__all__ = ["MIN_SQLITE", "SqlEngine", "create_schema", "sqlite_shortfall"]
-
-# The oldest SQLite the store's statements run on: a number is taken by an UPSERT
-# with RETURNING (3.35), whose row carries the stored invoice as json_array(...).
-MIN_SQLITE = (3, 35, 0)
+__all__ = ["SqlEngine", "create_schema"]
 
 
 # Parameters of a statement, as sqlite3 binds them: by position (``?``) or by name (``:name``).
@@ -183,32 +178,8 @@ async def _migrate_run_invoices(engine: SqlEngine) -> None:
         await engine.execute(statement)
 
 
-def sqlite_shortfall(version: tuple[int, int, int], has_json: bool) -> str | None:
-    """What this SQLite lacks for the store, or ``None`` when it has everything."""
-    found = ".".join(str(part) for part in version)
-    if version < MIN_SQLITE:
-        needed = ".".join(str(part) for part in MIN_SQLITE)
-        return f"the invoices need SQLite {needed} or later (RETURNING); this Python's sqlite3 module uses SQLite {found}"
-    if not has_json:
-        return f"the invoices need SQLite's JSON functions (json_array); this Python's SQLite {found} was built without them"
-    return None
-
-
-async def _check_sqlite(engine: SqlEngine) -> None:
-    """Refuse to start on an SQLite that would fail the first batch, rather than fail it."""
-    try:
-        await engine.fetchall("SELECT json_array(1)")
-        has_json = True
-    except sqlite3.OperationalError:  # no such function
-        has_json = False
-    shortfall = sqlite_shortfall(sqlite3.sqlite_version_info, has_json)
-    if shortfall is not None:
-        raise sqlite3.NotSupportedError(f"{shortfall}: run the service with a Python built against a newer SQLite")
-
-
 async def create_schema(engine: SqlEngine) -> None:
-    """Check the SQLite, create the tables, migrate a file written by an older version, seed price list 1."""
-    await _check_sqlite(engine)
+    """Create the tables, migrate a file written by an older version, seed price list 1."""
     for statement in _TABLES:
         await engine.execute(statement)
     if "price_version" not in await _columns(engine, "invoices"):

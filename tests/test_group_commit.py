@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from durable import Engine, step, workflow
+from durable._journal import Journal, migrate
+from durable._writer import _Connection, _Write, connect
 
 
 @step
@@ -199,3 +201,19 @@ async def test_named_parameters_bind_by_name_in_every_statement_kind(engine: Eng
         ("x1", 11, "x1x1"),
     ]
     assert sql.execute("SELECT COUNT(*) FROM named").fetchone() == (3,)
+
+
+def test_one_write_of_many_rows_commits_within_the_connections_parameter_limit(tmp_path: Path) -> None:
+    # An SQLite before 3.32 built with the defaults takes 999 parameters per statement:
+    # 300 rows of 11 columns, grouped into one multi-row INSERT of 256, would exceed it
+    # and the write would fail; the writer sizes its statements to the limit instead.
+    conn = connect(tmp_path / "limit.db", "FULL")
+    try:
+        migrate(conn, tmp_path / "limit.db")
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        rows = [Journal.step_completed("wrun_limit", seq, "limit.step", b"1", 1, 0.0, 0.0, False) for seq in range(300)]
+        assert _Connection(conn).commit_batch([_Write(rows, None)]) == [None]
+        stored = conn.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM ops WHERE run_id = 'wrun_limit'").fetchone()
+        assert stored == (300, 0, 299)
+    finally:
+        conn.close()

@@ -24,7 +24,7 @@ from durable import Engine
 from invoices import create_app
 from invoices.keys import store_key
 from invoices.pricing import SEED_PRICES, price_invoice
-from invoices.schema import sqlite_shortfall
+from invoices.requirements import json_available, sqlite_shortfall
 from invoices.store import _TAKE_NUMBER, InvoiceStore
 
 
@@ -41,14 +41,47 @@ def rows(db: Path, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
 
 
 def test_an_sqlite_the_numbering_cannot_run_on_is_named_with_what_it_lacks() -> None:
-    assert sqlite_shortfall((3, 34, 1), has_json=True) == (
-        "the invoices need SQLite 3.35.0 or later (RETURNING); this Python's sqlite3 module uses SQLite 3.34.1"
+    assert sqlite_shortfall((3, 35, 3), has_json=True) == (
+        "the invoices need SQLite 3.35.4 or later (RETURNING); this Python's sqlite3 module uses SQLite 3.35.3"
     )
     assert sqlite_shortfall((3, 40, 1), has_json=False) == (
         "the invoices need SQLite's JSON functions (json_array); this Python's SQLite 3.40.1 was built without them"
     )
-    assert sqlite_shortfall((3, 35, 0), has_json=True) is None
-    assert sqlite_shortfall(sqlite3.sqlite_version_info, has_json=True) is None  # this machine's, as create_schema checks
+    assert sqlite_shortfall((3, 35, 4), has_json=True) is None
+
+
+class _FailingConnection:
+    """A stand-in for an sqlite3 connection whose every statement fails with ``error``."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        raise sqlite3.OperationalError(self.error)
+
+
+def test_json_support_is_found_by_calling_json_array() -> None:
+    with closing(sqlite3.connect(":memory:")) as conn:
+        assert json_available(conn) is True
+    assert json_available(_FailingConnection("no such function: json_array")) is False  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):  # not an answer: it propagates
+        json_available(_FailingConnection("disk I/O error"))  # type: ignore[arg-type]
+
+
+async def test_the_service_refuses_an_old_sqlite_before_it_opens_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 35, 3))
+    db = tmp_path / "data" / "invoices.db"
+    server = TestServer(create_app(db), host="127.0.0.1")
+    with pytest.raises(sqlite3.NotSupportedError) as refused:
+        await server.start_server()
+    await server.close()
+    assert str(refused.value) == (
+        "the invoices need SQLite 3.35.4 or later (RETURNING); this Python's sqlite3 module uses SQLite 3.35.3:"
+        " run the service with a Python built against a newer SQLite"
+    )
+    assert not (tmp_path / "data").exists()  # no file created, migrated, or resumed from
 
 
 async def test_concurrent_issues_of_several_runs_take_every_number_once(store: InvoiceStore, db_path: Path) -> None:
