@@ -64,8 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly."""
-    db_path = Path(args.db)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path = Path(args.db)  # its folder is made by the engine, once the SQLite is known to fit
     app = create_app(db_path, token=args.token, host=args.host, sse_write_timeout=args.sse_write_timeout)
     if not is_loopback_bind(args.host) and not args.token:
         log.warning(

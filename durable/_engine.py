@@ -85,7 +85,11 @@ class Engine:
             raise EngineClosed("Cannot reopen an engine once it has been closed: create a new Engine.")
         if self._state is _State.OPENED:
             return self
-        check_sqlite(sqlite3.sqlite_version_info)  # before the folder, the lock file or the database exist
+        try:
+            check_sqlite(sqlite3.sqlite_version_info)  # before the folder, the lock file or the database exist
+        except sqlite3.NotSupportedError:
+            self._state = _State.CLOSED  # as after any failed open: create a new Engine to retry
+            raise
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
         try:

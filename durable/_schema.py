@@ -5,15 +5,18 @@ from __future__ import annotations
 import sqlite3
 
 # The oldest SQLite the journal's statements run on: a fork numbers the chunks it
-# copies with a window function (ROW_NUMBER, from 3.25).
-MIN_SQLITE = (3, 25, 0)
+# copies with a window function (ROW_NUMBER, from 3.25), and resuming a cancelled
+# run binds one parameter per run cancelled with it, which may be thousands (a
+# statement takes 32,766 by default from 3.32, 999 before).
+MIN_SQLITE = (3, 32, 0)
 
 
 def check_sqlite(version: tuple[int, int, int]) -> None:
     """Refuse an SQLite older than ``MIN_SQLITE`` at open, rather than at the first statement it cannot run."""
     if version < MIN_SQLITE:
         raise sqlite3.NotSupportedError(
-            f"durable needs SQLite {dotted(MIN_SQLITE)} or later (window functions); this Python's sqlite3 module"
+            f"durable needs SQLite {dotted(MIN_SQLITE)} or later (window functions, 32,766 parameters per statement);"
+            " this Python's sqlite3 module"
             f" uses SQLite {dotted(version)}: run it with a Python built against a newer SQLite"
         )
 

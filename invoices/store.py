@@ -75,9 +75,10 @@ _ISSUE_UNISSUED = "INSERT OR IGNORE" + _INVOICE_VALUES
 
 # What a run has issued: the invoices it wrote, plus (in files from before
 # numbers were per account) the rows of invoices it found already issued.
+# The run ids come as one JSON array: one parameter however many runs a list shows.
 _ISSUED_BY = """SELECT run_id, COUNT(*) FROM (
-    SELECT run_id FROM invoices WHERE run_id IN ({marks})
-    UNION ALL SELECT run_id FROM run_invoices WHERE run_id IN ({marks}) AND n IS NULL
+    SELECT run_id FROM invoices WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+    UNION ALL SELECT run_id FROM run_invoices WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND n IS NULL
 ) GROUP BY run_id"""
 
 # A number is given back only while it is its account's last: giving back any
@@ -404,6 +405,5 @@ class InvoiceStore:
         if not run_ids:
             return {}
         await self._opened()
-        marks = ",".join("?" * len(run_ids))
-        rows = await self._engine.fetchall(_ISSUED_BY.format(marks=marks), (*run_ids, *run_ids))
+        rows = await self._engine.fetchall(_ISSUED_BY, {"run_ids": orjson.dumps(run_ids).decode()})
         return {str(row[0]): int(row[1]) for row in rows}

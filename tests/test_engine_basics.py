@@ -208,17 +208,19 @@ async def test_pragmas_and_schema_version(db_path: Path, sql: sqlite3.Connection
         Engine(db_path, synchronous="SOMETIMES")
 
 
-async def test_an_sqlite_without_window_functions_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    check_sqlite((3, 25, 0))  # the oldest it runs on
-    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 24, 0))
+async def test_an_sqlite_older_than_the_journals_sql_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_sqlite((3, 32, 0))  # the oldest it runs on
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
     engine = Engine(tmp_path / "data" / "app.db")
     with pytest.raises(sqlite3.NotSupportedError) as refused:
         await engine.open()
     assert str(refused.value) == (
-        "durable needs SQLite 3.25.0 or later (window functions); this Python's sqlite3 module uses SQLite 3.24.0:"
-        " run it with a Python built against a newer SQLite"
+        "durable needs SQLite 3.32.0 or later (window functions, 32,766 parameters per statement);"
+        " this Python's sqlite3 module uses SQLite 3.31.1: run it with a Python built against a newer SQLite"
     )
     assert not (tmp_path / "data").exists()  # neither the folder, the lock file nor the database
+    with pytest.raises(EngineClosed, match="Cannot reopen"):  # closed, as after any failed open
+        await engine.open()
 
 
 async def test_no_task_or_fd_leak_across_open_close(db_path: Path) -> None:

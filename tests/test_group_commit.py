@@ -204,9 +204,10 @@ async def test_named_parameters_bind_by_name_in_every_statement_kind(engine: Eng
 
 
 def test_one_write_of_many_rows_commits_within_the_connections_parameter_limit(tmp_path: Path) -> None:
-    # An SQLite before 3.32 built with the defaults takes 999 parameters per statement:
-    # 300 rows of 11 columns, grouped into one multi-row INSERT of 256, would exceed it
-    # and the write would fail; the writer sizes its statements to the limit instead.
+    # A build of SQLite may take fewer parameters per statement than the default (999
+    # was the default before 3.32): 300 rows of 11 columns, grouped into one multi-row
+    # INSERT of 256, would exceed it and the write would fail; the writer sizes its
+    # statements to the connection's limit instead.
     conn = connect(tmp_path / "limit.db", "FULL")
     try:
         migrate(conn, tmp_path / "limit.db")

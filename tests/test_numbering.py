@@ -74,9 +74,11 @@ async def test_the_service_refuses_an_old_sqlite_before_it_opens_its_database(
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 35, 3))
     db = tmp_path / "data" / "invoices.db"
     server = TestServer(create_app(db), host="127.0.0.1")
-    with pytest.raises(sqlite3.NotSupportedError) as refused:
-        await server.start_server()
-    await server.close()
+    try:
+        with pytest.raises(sqlite3.NotSupportedError) as refused:
+            await server.start_server()
+    finally:
+        await server.close()
     assert str(refused.value) == (
         "the invoices need SQLite 3.35.4 or later (RETURNING); this Python's sqlite3 module uses SQLite 3.35.3:"
         " run the service with a Python built against a newer SQLite"
