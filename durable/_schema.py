@@ -16,8 +16,7 @@ def check_sqlite(version: tuple[int, int, int]) -> None:
     if version < MIN_SQLITE:
         raise sqlite3.NotSupportedError(
             f"durable needs SQLite {dotted(MIN_SQLITE)} or later (window functions, 32,766 parameters per statement);"
-            " this Python's sqlite3 module"
-            f" uses SQLite {dotted(version)}: run it with a Python built against a newer SQLite"
+            f" this Python's sqlite3 module uses SQLite {dotted(version)}: run it with a Python built against a newer SQLite"
         )
 
 

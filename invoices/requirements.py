@@ -14,13 +14,19 @@ MIN_SQLITE = (3, 35, 4)
 
 def sqlite_shortfall(version: tuple[int, int, int], has_json: bool) -> str | None:
     """What this SQLite lacks for the store, or ``None`` when it has everything."""
-    found = ".".join(str(part) for part in version)
+    found = _dotted(version)
     if version < MIN_SQLITE:
-        needed = ".".join(str(part) for part in MIN_SQLITE)
-        return f"the invoices need SQLite {needed} or later (RETURNING); this Python's sqlite3 module uses SQLite {found}"
+        return (
+            f"the invoices need SQLite {_dotted(MIN_SQLITE)} or later (RETURNING);"
+            f" this Python's sqlite3 module uses SQLite {found}"
+        )
     if not has_json:
         return f"the invoices need SQLite's JSON functions (json_array); this Python's SQLite {found} was built without them"
     return None
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in version)
 
 
 def json_available(conn: sqlite3.Connection) -> bool:
