@@ -200,7 +200,11 @@ async def test_steps_resumed_before_the_schema_is_ready_wait_for_it(engine: Engi
     store = InvoiceStore(engine)
     issuing = asyncio.create_task(store.issue("run_a", "acct", 1, SEED_PRICES))
     counting = asyncio.create_task(store.count_for_run("run_a"))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # both run up to their first wait
+    # Had either gone to the database, it would have failed (the tables do not exist
+    # yet) before these return: they queue behind it, on the writer and on the reader.
+    await engine.execute("SELECT 1")
+    await engine.fetchall("SELECT 1")
     assert not issuing.done() and not counting.done()
     await store.create_schema()
     assert (await issuing).invoice_id == "INV-acct-0001"
