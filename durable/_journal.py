@@ -135,10 +135,14 @@ class Journal:
         return self._writer.commit_returning(statement)
 
     def commit_then(
-        self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure, owner: WriteOwner | None = None
+        self, statements: list[Statement], on_commit: OnCommit | None, on_failure: OnFailure, owner: WriteOwner | None = None
     ) -> None:
         """Queue statements nothing awaits: ``on_commit`` or ``on_failure`` tells the outcome."""
         self._writer.commit_then(statements, on_commit, on_failure, owner)
+
+    def barrier(self) -> asyncio.Future[None]:
+        """Resolves once every write queued before it has its outcome; it writes nothing."""
+        return self._writer.barrier()
 
     # -- statements: runs ---------------------------------------------------------
 

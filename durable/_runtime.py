@@ -122,9 +122,6 @@ class RunContext:
         self._prune_waits_at = 8
         self._stop_waiters: list[asyncio.Future[None]] | None = None  # made when someone waits
         self._write_refused = False
-        # The last write nothing in the run awaits (``commit_then``): outcomes come in
-        # submission order, so once it is settled every earlier one is too.
-        self.last_unawaited: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<run {self.run_id}>"
@@ -211,14 +208,14 @@ class RunContext:
         """``commit`` that nothing awaits: a failure faults the run, then ``on_failure`` gets the error.
 
         A step's result is such a write, and its task ends as it is queued: cancel()
-        waits for ``last_unawaited`` so that it returns after the result is journaled.
+        waits for a journal barrier so that it returns after the result is journaled.
         """
 
         def failed(exc: BaseException) -> None:
             self._commit_failed(exc)
             on_failure(exc)
 
-        self.last_unawaited = self.host.journal.commit(statements, on_commit, failed, self)
+        self.host.journal.commit_then(statements, on_commit, failed, self)
 
     @property
     def accepts_writes(self) -> bool:
@@ -394,7 +391,8 @@ class RunContext:
             self._deliver_recorded(seq, rec, lambda: settle_error(future, error))
         else:
             self.check_not_cancelled()
-            task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
+            call = StepCall(self, step, seq, payload, future, rec)
+            task = call.task = loop.create_task(call.execute())
             self.steps[task] = None  # the step's task leaves when it ends (StepCall.execute)
         return future
 
@@ -411,7 +409,8 @@ class RunContext:
     def deliver_live(self, moment: float, deliver: Callable[[], None]) -> None:
         """Hand a result that completed now (its journal record committed) to the body."""
         if self._order is None:  # nothing recorded waits to go first: the usual case
-            self._deliver_at(moment, deliver)
+            self.advance_clock(moment)
+            deliver()
         else:
             self._order.live(functools.partial(self._deliver_at, moment, deliver))
 

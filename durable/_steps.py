@@ -70,11 +70,20 @@ class StepCall:
         self.next_attempt = (recorded.failed_attempts if recorded else 0) + 1
         self.retry_at = recorded.retry_at if recorded else None
         self._succeeded: _Attempt | None = None  # the attempt whose result is being journaled
+        self.task: asyncio.Task[None] | None = None  # the task executing it (set as it is created)
 
     async def execute(self) -> None:
         try:
-            while not await self._attempt_and_record():
-                pass
+            while True:  # one attempt per turn, after its retry wait
+                if self.retry_at is not None:
+                    await self.run.wait_until(self.retry_at)
+                self.run.check_not_cancelled()
+                attempt = await self._attempt()
+                if attempt.failure is None:
+                    self._record_success(attempt)
+                    return
+                if await self._record_failure(attempt, attempt.failure):
+                    return
         except RunCancelled as exc:
             self._settle_error(exc)
         except asyncio.CancelledError:
@@ -84,18 +93,7 @@ class StepCall:
             self._settle_error(exc)
         finally:
             # Here rather than in a done callback: one loop callback fewer per step.
-            self.run.steps.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-
-    async def _attempt_and_record(self) -> bool:
-        """One attempt after its retry wait; whether the step is settled."""
-        if self.retry_at is not None:
-            await self.run.wait_until(self.retry_at)
-        self.run.check_not_cancelled()
-        attempt = await self._attempt()
-        if attempt.failure is None:
-            self._record_success(attempt)
-            return True
-        return await self._record_failure(attempt, attempt.failure)
+            self.run.steps.pop(self.task, None)  # type: ignore[arg-type]
 
     async def _attempt(self) -> _Attempt:
         args, kwargs = decode_call(self.payload)

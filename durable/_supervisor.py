@@ -473,10 +473,9 @@ class RunSupervisor:
                     task.cancel()
                 await asyncio.wait(late, timeout=1.0)  # a step must not complete after we return
         # A step's task ends when its result is queued, not committed: no result of a
-        # finished step may land after cancel() returns.
-        queued = run.last_unawaited
-        if queued is not None and not queued.done():
-            await asyncio.wait({queued})
+        # finished step may land after cancel() returns. The writer acknowledges in
+        # submission order, so once a barrier queued now is, those results are settled.
+        await self.journal.barrier()
 
     # -- streams ---------------------------------------------------------------------
 

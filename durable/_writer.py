@@ -230,6 +230,11 @@ class GroupCommitWriter:
         self._deliveries: deque[tuple[list[_Write], list[BaseException | None], int]] = deque()
         self._draining = False
         self._accepting = False
+        # Writes submitted, and writes whose outcome was delivered, since open (on the
+        # loop): a barrier waits for the second to reach what the first was when it came.
+        self._submitted = 0
+        self._settled = 0
+        self._barriers: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.commits = 0
         # Where the time goes, in nanoseconds (set on the writer thread, read anywhere):
         # committing batches, and a batch's first write waiting until its commit began.
@@ -291,15 +296,29 @@ class GroupCommitWriter:
         return future
 
     def commit_then(
-        self, statements: list[Statement], on_commit: OnCommit, on_failure: OnFailure, owner: WriteOwner | None = None
+        self, statements: list[Statement], on_commit: OnCommit | None, on_failure: OnFailure, owner: WriteOwner | None = None
     ) -> None:
         """``commit`` for writes nothing awaits: the callbacks tell the outcome (no future to resolve)."""
         self._enqueue(_Write(statements, None, on_commit, on_failure, owner))
+
+    def barrier(self) -> asyncio.Future[None]:
+        """Resolves once every write submitted before it has its outcome (committed or refused).
+
+        It writes nothing: outcomes come in submission order, so this is how to wait
+        for writes that nothing awaits (``commit_then``).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._settled >= self._submitted:
+            future.set_result(None)
+        else:
+            self._barriers.append((self._submitted, future))
+        return future
 
     def _enqueue(self, write: _Write) -> None:
         if not self._accepting:
             raise EngineClosed("The engine is closed: open it before use, and do not use it after close().")
         write.queued_at = time.perf_counter_ns()
+        self._submitted += 1
         self._inbox.put(write)
 
     # -- the writer thread ----------------------------------------------------------
@@ -387,14 +406,23 @@ class GroupCommitWriter:
             batch, outcomes, start = self._deliveries.popleft()
             end = len(batch) if budget is None else min(len(batch), start + budget)
             _settle_writes(batch[start:end], outcomes[start:end])
+            self._settled += end - start
             if budget is not None:
                 budget -= end - start
             if end < len(batch):
                 self._deliveries.appendleft((batch, outcomes, end))
+        if self._barriers:
+            self._release_barriers()
         self._draining = bool(self._deliveries)
         if self._draining:
             assert self._loop is not None
             self._loop.call_soon(self._drain, RESOLVE_SLICE)
+
+    def _release_barriers(self) -> None:
+        while self._barriers and self._barriers[0][0] <= self._settled:
+            _, future = self._barriers.popleft()
+            if not future.done():
+                future.set_result(None)
 
 
 def _settle_writes(writes: list[_Write], outcomes: list[BaseException | None]) -> None:

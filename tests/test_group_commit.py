@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from pathlib import Path
@@ -218,3 +219,32 @@ def test_one_write_of_many_rows_commits_within_the_connections_parameter_limit(t
         assert stored == (300, 0, 299)
     finally:
         conn.close()
+
+
+async def test_a_barrier_resolves_once_every_earlier_write_has_its_outcome(tmp_path: Path) -> None:
+    # What cancel() waits on: writes nothing awaits (a step's result) are settled,
+    # committed or refused, before a barrier queued after them resolves.
+    journal = Journal(tmp_path / "barrier.db")
+    await journal.open()
+    try:
+        assert journal.barrier().done()  # nothing queued: no wait at all
+        await journal.commit([("CREATE TABLE b (k INTEGER PRIMARY KEY)", ())])
+        settled: list[str] = []
+
+        def failed(exc: BaseException) -> None:
+            settled.append("failed")
+
+        insert = "INSERT INTO b (k) VALUES (?)"
+        for k in range(600):  # more than a resolve slice: acknowledged over several loop steps
+            journal.commit_then([(insert, (k,))], functools.partial(settled.append, f"+{k}"), failed)
+        journal.commit_then([(insert, (0,))], functools.partial(settled.append, "dup"), failed)  # refused: k=0 exists
+        barrier = journal.barrier()
+        journal.commit_then([(insert, (600,))], functools.partial(settled.append, "after"), failed)
+        assert not barrier.done()
+        await barrier
+        assert settled[:601] == [f"+{k}" for k in range(600)] + ["failed"]
+        await journal.barrier()
+        assert settled[601:] == ["after"]
+        assert journal.barrier().done()  # all settled again
+    finally:
+        await journal.close()
