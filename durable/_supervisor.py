@@ -474,7 +474,8 @@ class RunSupervisor:
                 await asyncio.wait(late, timeout=1.0)  # a step must not complete after we return
         # A step's task ends when its result is queued, not committed: no result of a
         # finished step may land after cancel() returns. The writer acknowledges in
-        # submission order, so once a barrier queued now is, those results are settled.
+        # submission order, so once a barrier queued now is, those results are settled
+        # (with every other run's writes queued before it: at most about a commit more).
         await self.journal.barrier()
 
     # -- streams ---------------------------------------------------------------------

@@ -248,3 +248,22 @@ async def test_a_barrier_resolves_once_every_earlier_write_has_its_outcome(tmp_p
         assert journal.barrier().done()  # all settled again
     finally:
         await journal.close()
+
+
+async def test_a_barrier_still_waiting_when_the_journal_closes_resolves_after_every_earlier_write(tmp_path: Path) -> None:
+    # close() commits and acknowledges what was submitted: a cancel waiting on its
+    # barrier meanwhile is released after those results, never left hanging.
+    journal = Journal(tmp_path / "barrier_close.db")
+    await journal.open()
+    await journal.commit([("CREATE TABLE c (k INTEGER PRIMARY KEY)", ())])
+    settled: list[int] = []
+
+    def failed(exc: BaseException) -> None:
+        raise AssertionError(f"write refused: {exc!r}")
+
+    for k in range(300):
+        journal.commit_then([("INSERT INTO c (k) VALUES (?)", (k,))], functools.partial(settled.append, k), failed)
+    barrier = journal.barrier()
+    await journal.close()
+    assert barrier.done() and barrier.result() is None
+    assert settled == list(range(300))
