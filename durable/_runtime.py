@@ -177,9 +177,23 @@ class RunContext:
         if not self.phase.stopped:
             self._move(Phase.DETACHED)
             self._stopped()
-        for task in tasks:
-            task.cancel()
+        self._cancel(tasks)
         return tasks
+
+    def _cancel(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Cancel those not done yet; each leaves ``steps`` once it has ended.
+
+        A step cancelled before it ever ran never reaches the code that removes it,
+        and its task, kept here, would hold a context pointing back at this run: a
+        cycle that only a full collection frees.
+        """
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+                task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        self.steps.pop(task, None)
 
     def wait_stopped(self) -> asyncio.Future[None]:
         """Resolves once nothing of this execution runs any more."""
@@ -234,9 +248,7 @@ class RunContext:
         # succeed again.
         self._move(Phase.FAULTED)
         self.fault = exc
-        for task in self.tasks():
-            if not task.done():
-                task.cancel()
+        self._cancel(self.tasks())
 
     def _report_fault(self) -> None:
         assert self.fault is not None
@@ -318,8 +330,7 @@ class RunContext:
 
     def _end(self, outcome: Outcome) -> None:
         self._move(Phase.ENDING)
-        for task in list(self.steps):  # steps the body started but did not await: the run is over
-            task.cancel()
+        self._cancel(list(self.steps))  # steps the body started but did not await: the run is over
         self.status = outcome[0]
         self.outcome = outcome
         # The run finishes in the commit's callbacks, not in this task: a burst of
@@ -391,8 +402,7 @@ class RunContext:
             self._deliver_recorded(seq, rec, lambda: settle_error(future, error))
         else:
             self.check_not_cancelled()
-            call = StepCall(self, step, seq, payload, future, rec)
-            task = call.task = loop.create_task(call.execute())
+            task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
             self.steps[task] = None  # the step's task leaves when it ends (StepCall.execute)
         return future
 

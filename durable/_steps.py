@@ -70,7 +70,6 @@ class StepCall:
         self.next_attempt = (recorded.failed_attempts if recorded else 0) + 1
         self.retry_at = recorded.retry_at if recorded else None
         self._succeeded: _Attempt | None = None  # the attempt whose result is being journaled
-        self.task: asyncio.Task[None] | None = None  # the task executing it (set as it is created)
 
     async def execute(self) -> None:
         try:
@@ -92,8 +91,10 @@ class StepCall:
         except Exception as exc:  # the journal could not be written: the run is faulted
             self._settle_error(exc)
         finally:
-            # Here rather than in a done callback: one loop callback fewer per step.
-            self.run.steps.pop(self.task, None)  # type: ignore[arg-type]
+            # Here rather than in a done callback: one loop callback fewer per step. Not
+            # kept on self: a cancelled task keeps its error, whose traceback holds this
+            # frame and so this object, which would make a cycle with the task.
+            self.run.steps.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
 
     async def _attempt(self) -> _Attempt:
         args, kwargs = decode_call(self.payload)
