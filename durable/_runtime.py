@@ -403,7 +403,10 @@ class RunContext:
         else:
             self.check_not_cancelled()
             task = loop.create_task(StepCall(self, step, seq, payload, future, rec).execute())
-            self.steps[task] = None  # the step's task leaves when it ends (StepCall.execute)
+            # The step's task leaves when it ends (StepCall.execute). Under an eager task
+            # factory (Python 3.12+) one that never suspends has ended already.
+            if not task.done():
+                self.steps[task] = None
         return future
 
     # -- delivering results ---------------------------------------------------

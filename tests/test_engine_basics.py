@@ -4,6 +4,7 @@ import asyncio
 import gc
 import os
 import sqlite3
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,14 @@ async def test_a_finished_run_leaves_no_cyclic_garbage(engine: Engine) -> None:
 async def test_steps_a_run_never_awaited_leave_no_cyclic_garbage(engine: Engine) -> None:
     # Its end cancels them: one before it ever ran, one in the middle of its sleep.
     assert await _cyclic_garbage_after(engine, leaves_steps_behind) == set()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is new in Python 3.12")
+async def test_under_an_eager_task_factory_a_finished_run_leaves_no_cyclic_garbage(engine: Engine) -> None:
+    # A step that never suspends then ends inside create_task, before its run records it.
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    try:
+        assert await _cyclic_garbage_after(engine, steps_and_sleep, 3) == set()
+    finally:
+        loop.set_task_factory(None)
