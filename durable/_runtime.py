@@ -422,8 +422,7 @@ class RunContext:
     def deliver_live(self, moment: float, deliver: Callable[[], None]) -> None:
         """Hand a result that completed now (its journal record committed) to the body."""
         if self._order is None:  # nothing recorded waits to go first: the usual case
-            self.advance_clock(moment)
-            deliver()
+            self._deliver_at(moment, deliver)
         else:
             self._order.live(functools.partial(self._deliver_at, moment, deliver))
 

@@ -312,7 +312,7 @@ async def _cyclic_garbage_after(engine: Engine, wf: Any, *args: Any) -> set[str]
     return kinds & {"RunContext", "StepCall", "Task", "Context"}
 
 
-async def _no_tasks_left(engine: Engine) -> bool:
+def _no_tasks_left(engine: Engine) -> bool:
     return engine.stats()["tasks"] == 0 and len(asyncio.all_tasks()) == 1
 
 
