@@ -126,12 +126,19 @@ class RunStarter:
     async def _create(self, run_id: str, wf: WorkflowFunction[Any, Any], input_data: bytes, plan: StartPlan, now: float) -> None:
         plan = self._in_line(plan)
         journal = self._runs.journal
-        await journal.commit([journal.new_run(run_id, wf.name, input_data, now, plan)])
+        run = _new_context(self._runs, run_id, wf, input_data, plan, now)
+
+        def committed() -> None:
+            # On the commit, not in the caller: a recorded run runs even if its caller
+            # was cancelled meanwhile, and runs are admitted in commit order, which is
+            # their queue order (and before their callers resume, so a run that ends at
+            # once shares the next caller's commit).
+            if self._runs.open:
+                self._runs.admit(run, plan)
+
+        await journal.commit([journal.new_run(run_id, wf.name, input_data, now, plan)], committed)
         if not self._runs.open:
             raise EngineClosed("The engine closed while the run was being started; it starts at the next open.")
-        # Starts resume here in the order they were committed, which is their queue order.
-        run = _new_context(self._runs, run_id, wf, input_data, plan, now)
-        self._runs.admit(run, plan)
 
     def _in_line(self, plan: StartPlan) -> StartPlan:
         """The plan with its place in its queue, taken as its insert is submitted: start order is commit order."""

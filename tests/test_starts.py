@@ -91,6 +91,23 @@ async def test_a_thousand_concurrent_starts_of_fifty_ids_make_fifty_runs(engine:
     assert sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (50,)
 
 
+async def test_a_start_whose_caller_is_cancelled_once_its_insert_is_queued_still_runs(
+    engine: Engine, sql: sqlite3.Connection
+) -> None:
+    # The caller (a request handler whose client went away, say) is cancelled while the
+    # run's insert waits for its commit. The insert commits all the same, so the run
+    # must run now, not sit recorded as running until the next open.
+    caller = asyncio.create_task(engine.start(echo, 7))
+    await asyncio.sleep(0)  # one loop turn: the caller queues the insert and waits for its commit
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await until(lambda: sql.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,), what="the run's insert")
+    (run_id,) = sql.execute("SELECT run_id FROM runs").fetchone()
+    await until(lambda: stored(sql, run_id)[4] == "completed", what="the run to complete")
+    assert await engine.get_run(run_id).result() == 7
+
+
 async def test_a_known_run_id_returns_its_run_after_a_restart(db_path: Path, sql: sqlite3.Connection) -> None:
     async with Engine(db_path) as engine:
         first = await engine.start(sleepy.with_options(run_id="nightly-2026-11-30"))
