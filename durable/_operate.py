@@ -30,8 +30,22 @@ class RunOperator:
         """Continue the run after its last completed step; the status it had (failed or cancelled).
 
         The descendants its cancellation cancelled continue with it, each after its own
-        last completed step, so a cancel and a resume leave the family as it was.
+        last completed step, so a cancel and a resume leave the family as it was. Once
+        called, it goes to its end even if its caller is cancelled (the commit and the
+        run's return to memory go together).
         """
+        return await self._runs.to_the_end(self._resume(run_id), f"durable-resume-{run_id}")
+
+    async def fork(self, run_id: str, from_seq: int) -> str:
+        """A new run with the input of ``run_id`` and its journal before ``from_seq``; the new id.
+
+        Once called, it goes to its end even if its caller is cancelled, as ``resume``.
+        """
+        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
+            raise ValueError(f"from_seq must be an integer >= 0, got {from_seq!r}")
+        return await self._runs.to_the_end(self._fork(run_id, from_seq), f"durable-fork-{run_id}")
+
+    async def _resume(self, run_id: str) -> RunStatus:
         async with self._lock:
             previous = await self._stopped_status(run_id)
             if previous not in _RESUMABLE:
@@ -48,10 +62,7 @@ class RunOperator:
             await self._runs.resume([member for member, _ in family])
         return previous
 
-    async def fork(self, run_id: str, from_seq: int) -> str:
-        """A new run with the input of ``run_id`` and its journal before ``from_seq``; the new id."""
-        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
-            raise ValueError(f"from_seq must be an integer >= 0, got {from_seq!r}")
+    async def _fork(self, run_id: str, from_seq: int) -> str:
         async with self._lock:
             row = await self._runs.run_row(run_id)
             self._require_workflow(run_id, str(row[1]))

@@ -95,6 +95,11 @@ class QueuedRun:
     def key(self) -> str | None:
         return self.plan.queue_key
 
+    def __lt__(self, other: QueuedRun) -> bool:
+        # Heap items are (order, entry). Orders tie only between a withdrawn entry and the
+        # one restoring it; either may come first, as a withdrawn entry is skipped.
+        return id(self) < id(other)
+
 
 @dataclass(eq=False, slots=True)
 class _Line:

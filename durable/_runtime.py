@@ -213,9 +213,12 @@ class RunContext:
             self.outcome = (RunStatus.CANCELLED, None, ErrorInfo.reason(reason or self.cancel_reason))
             self._end_streams_and_stop()
 
-    def commit(self, statements: list[Statement], on_commit: Any = None) -> asyncio.Future[None]:
-        """Submit a write of this run; a failure to commit it faults the run."""
-        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, self._commit_failed, self)
+    def commit(
+        self, statements: list[Statement], on_commit: Any = None, on_failure: OnFailure | None = None
+    ) -> asyncio.Future[None]:
+        """Submit a write of this run; a failure to commit it faults the run, then ``on_failure`` gets the error."""
+        failed = self._commit_failed if on_failure is None else self._commit_failed_then(on_failure)
+        future: asyncio.Future[None] = self.host.journal.commit(statements, on_commit, failed, self)
         return future
 
     def commit_then(self, statements: list[Statement], on_commit: Callable[[], None] | None, on_failure: OnFailure) -> None:
@@ -225,11 +228,14 @@ class RunContext:
         waits for a journal barrier so that it returns after the result is journaled.
         """
 
+        self.host.journal.commit_then(statements, on_commit, self._commit_failed_then(on_failure), self)
+
+    def _commit_failed_then(self, on_failure: OnFailure) -> OnFailure:
         def failed(exc: BaseException) -> None:
             self._commit_failed(exc)
             on_failure(exc)
 
-        self.host.journal.commit_then(statements, on_commit, failed, self)
+        return failed
 
     @property
     def accepts_writes(self) -> bool:

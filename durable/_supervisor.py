@@ -13,8 +13,8 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from typing import Any, TypeVar
 
 from ._children import ChildRun, Family
 from ._deadlines import Deadline, Deadlines
@@ -36,6 +36,17 @@ from ._timers import TimerQueue
 log = logging.getLogger("durable")
 
 FAULT_RETRY_MAX_S = 30.0
+
+T = TypeVar("T")
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s failed after its caller was cancelled", task.get_name(), exc_info=task.exception())
+
+
+# Submits statements with what follows their commit and their failure: ``Journal.commit``, ``RunContext.commit``.
+_CommitWith = Callable[[list[Statement], Callable[[], None], Callable[[BaseException], None]], asyncio.Future[None]]
 
 
 class _FaultRecovery:
@@ -109,7 +120,9 @@ class RunSupervisor:
         self.deadlines = Deadlines(timers, self._deadline_passed)
         self.family = Family()
         self.starter = RunStarter(self)
-        self._expiring: set[asyncio.Task[None]] = set()  # cancels of runs whose deadline passed
+        # Work the engine finishes whoever asked for it (cancels of runs whose deadline
+        # passed, resumes, forks); close cancels it.
+        self._owned: set[asyncio.Task[Any]] = set()
         self.hooks = HookRegistry(journal, self._run_is_over)
 
     def _run_is_over(self, run_id: str) -> bool:
@@ -216,7 +229,7 @@ class RunSupervisor:
         self.queues.close()  # first: runs that stop now must not start queued ones
         tasks = [task for run in list(self.active.values()) for task in run.detach()]
         tasks += self._faults.tasks()
-        tasks += self._expiring
+        tasks += self._owned
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -352,12 +365,13 @@ class RunSupervisor:
     async def _cancel_queued(self, queued: QueuedRun, reason: str | None) -> RunStatus:
         """A run waiting in its queue leaves it and ends cancelled: its body never starts."""
         self.queues.withdraw(queued)
-        try:
-            await self.journal.commit([self.journal.run_cancelled(queued.run.run_id, time.time(), reason)])
-        except BaseException:
-            self.queues.restore(queued)
-            raise
-        queued.run.never_started(reason)
+        # What follows the commit hangs on its outcome, not on the caller, who may be
+        # cancelled while the commit goes through all the same.
+        await self.journal.commit(
+            [self.journal.run_cancelled(queued.run.run_id, time.time(), reason)],
+            lambda: queued.run.never_started(reason),
+            lambda _: self.queues.restore(queued),
+        )
         return RunStatus.PENDING
 
     async def _cancel_inactive(self, run_id: str, reason: str | None) -> RunStatus | None:
@@ -377,36 +391,53 @@ class RunSupervisor:
         # it as cancelled: the set is checked when it registers.
         self._cancelled_inactive.add(run_id)
         self.hooks.release_run(run_id)  # the status commit releases them in the journal
-        try:
-            await self._commit_cancel(
-                run_id,
-                reason,
-                lambda statements: self.journal.commit(
-                    statements, lambda: self._notify(run_id, (RunStatus.CANCELLED, None, ErrorInfo.reason(reason)))
-                ),
-            )
-        except BaseException:
-            self._cancelled_inactive.discard(run_id)
-            raise
-        self.deadlines.disarm(run_id)
+
+        def committed() -> None:
+            self.deadlines.disarm(run_id)
+            self._notify(run_id, (RunStatus.CANCELLED, None, ErrorInfo.reason(reason)))
+
+        await self._commit_cancel(
+            run_id,
+            reason,
+            lambda statements, on_commit, on_failure: self.journal.commit(statements, on_commit, on_failure),
+            committed,
+            lambda: self._cancelled_inactive.discard(run_id),
+        )
         await self._await_descendants(run_id)
         return previous
 
     async def _commit_cancel(
-        self, run_id: str, reason: str | None, commit: Callable[[list[Statement]], asyncio.Future[None]]
+        self,
+        run_id: str,
+        reason: str | None,
+        commit: _CommitWith,
+        on_commit: Callable[[], None] = lambda: None,
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
-        """Commit the run's cancellation with its descendants'; those in memory stop starting operations first."""
+        """Commit the run's cancellation with its descendants'; those in memory stop starting operations first.
+
+        The memory follows the commit's outcome (``on_commit`` or ``on_failure`` after
+        the descendants'), whatever becomes of the caller meanwhile.
+        """
         note = f"parent run {run_id} was cancelled" + (f": {reason}" if reason else "")
         withdrawn = self._halt_descendants(run_id, note)
         now = time.time()
-        try:
-            await commit([self.journal.run_cancelled(run_id, now, reason), self.journal.descendants_cancelled(run_id, now, note)])
-        except BaseException:
+
+        def committed() -> None:
+            for queued in withdrawn:
+                queued.run.never_started(note)
+            on_commit()
+
+        def failed(_: BaseException) -> None:
             for queued in withdrawn:
                 self.queues.restore(queued)
-            raise
-        for queued in withdrawn:
-            queued.run.never_started(note)
+            on_failure()
+
+        await commit(
+            [self.journal.run_cancelled(run_id, now, reason), self.journal.descendants_cancelled(run_id, now, note)],
+            committed,
+            failed,
+        )
 
     def _halt_descendants(self, run_id: str, note: str) -> list[QueuedRun]:
         """Mark the run's descendants in memory cancelled; the queued ones leave their queue (returned)."""
@@ -437,9 +468,32 @@ class RunSupervisor:
 
     def _deadline_passed(self, run_id: str, reason: str) -> None:
         if self.open:
-            task = asyncio.get_running_loop().create_task(self._expire(run_id, reason), name=f"durable-deadline-{run_id}")
-            self._expiring.add(task)
-            task.add_done_callback(self._expiring.discard)
+            self._own(self._expire(run_id, reason), f"durable-deadline-{run_id}")
+
+    def _own(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+        return task
+
+    async def to_the_end(self, work: Coroutine[Any, Any, T], name: str) -> T:
+        """``work``'s result, in a task of the engine's: a caller cancelled meanwhile
+        leaves it to finish, so that what it commits and what memory does after its
+        commits go together. A failure nobody waits for any more is logged."""
+        task = self._own(work, name)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if task.cancelled() and caller is not None and not caller.cancelling():
+                # close() cancelled the work, not the caller: say so rather than pass on a
+                # cancellation the caller never asked for.
+                raise EngineClosed(
+                    "The engine closed before the operation ended; what it committed holds at the next open."
+                ) from None
+            if not task.done():
+                task.add_done_callback(_log_failure)
+            raise
 
     async def _expire(self, run_id: str, reason: str) -> None:
         try:

@@ -173,6 +173,47 @@ async def test_a_queued_run_cancelled_never_starts(db_path: Path, sql: sqlite3.C
     assert order_log == [8]
 
 
+async def test_a_queued_run_whose_cancel_was_abandoned_after_its_commit_never_starts(
+    engine: Engine, sql: sqlite3.Connection
+) -> None:
+    # asyncio.wait_for(run.cancel(), ...) timing out, say: the caller is cancelled while
+    # the cancellation waits for its commit, which goes through all the same.
+    order_log.clear()
+    engine.queue("one", concurrency=1)
+    hold = await engine.start(blocker.with_options(queue="one"))
+    waiting = await engine.start(recorded.with_options(queue="one"), 7)
+    behind = await engine.start(recorded.with_options(queue="one"), 8)
+    caller = asyncio.create_task(waiting.cancel())
+    await asyncio.sleep(0)  # one loop turn: the caller queues the cancellation and waits for its commit
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await hold.cancel() is RunStatus.RUNNING
+    assert await behind.result() == 8
+    assert order_log == [8]
+    with pytest.raises(RunCancelled):
+        await waiting.result()
+    stored = sql.execute("SELECT status, started_at FROM runs WHERE run_id = ?", (waiting.run_id,)).fetchone()
+    assert stored == ("cancelled", None)
+    assert await waiting.cancel() is RunStatus.CANCELLED
+
+
+async def test_a_queued_run_whose_cancel_could_not_be_committed_keeps_its_place(engine: Engine) -> None:
+    order_log.clear()
+    engine.queue("one", concurrency=1)
+    hold = await engine.start(blocker.with_options(queue="one"))
+    waiting = await engine.start(recorded.with_options(queue="one"), 7)
+    behind = await engine.start(recorded.with_options(queue="one"), 8)
+    await engine.execute("PRAGMA query_only = 1")  # the writer connection turns read-only
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        await waiting.cancel()
+    await engine.execute("PRAGMA query_only = 0")
+    assert [(await run.describe()).queue_position for run in (waiting, behind)] == [1, 2]
+    assert await hold.cancel() is RunStatus.RUNNING
+    assert [await waiting.result(), await behind.result()] == [7, 8]
+    assert order_log == [7, 8]
+
+
 async def test_a_deadline_passing_in_the_queue_cancels_the_run_unstarted(engine: Engine, sql: sqlite3.Connection) -> None:
     engine.queue("slow", concurrency=1)
     hold = await engine.start(blocker.with_options(queue="slow"))

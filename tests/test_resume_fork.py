@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from harness import until
 from inspect_workflows import WORKFLOWS, charging_parent, lift, log_lines, parent, pipeline, retrying, reviewed, sleeper
 
-from durable import CannotResume, Engine, HookNotFound, Run, RunCancelled, RunFailed, RunNotFound, RunStatus
+from durable import CannotResume, Engine, EngineClosed, HookNotFound, Run, RunCancelled, RunFailed, RunNotFound, RunStatus
 
 
 @pytest.fixture
@@ -107,6 +108,42 @@ async def test_resume_cancelled_run_continues_after_its_last_step(eng: Engine, g
         1,
     )
     assert log_lines(gate) == ["record 0 attempt 1", "record 1 attempt 1"]
+
+
+async def test_a_resume_whose_caller_is_cancelled_goes_to_its_end(eng: Engine, gate: str, sql: sqlite3.Connection) -> None:
+    run = await eng.start(sleeper, gate, "1s")
+    await until(
+        lambda: sql.execute("SELECT COUNT(*) FROM ops WHERE run_id = ? AND kind = 'sleep'", (run.run_id,)).fetchone()[0] == 1
+    )
+    assert await run.cancel() == RunStatus.RUNNING
+    # asyncio.wait_for(engine.resume_run(...), ...) timing out, say: once called, the resume
+    # commits the run's return and brings it back to memory all the same.
+    caller = asyncio.create_task(eng.resume_run(run.run_id))
+    await asyncio.sleep(0)  # one loop turn: the resume begins
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await until(lambda: eng.stats()["active_runs"] == 1, what="the run back in memory")
+    assert sql.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone() == ("running",)
+    assert await run.result(timeout=10) == "woke"
+    assert log_lines(gate) == ["record 0 attempt 1", "record 1 attempt 1"]
+
+
+async def test_a_resume_that_close_cut_short_raises_engine_closed_and_happens_at_the_next_open(
+    db_path: Path, gate: str, sql: sqlite3.Connection
+) -> None:
+    async with Engine(db_path, workflows=WORKFLOWS) as engine:
+        run = await engine.start(sleeper, gate, "1s")
+        assert await run.cancel() == RunStatus.RUNNING
+        caller = asyncio.create_task(engine.resume_run(run.run_id))
+        await asyncio.sleep(0)  # one loop turn: the resume begins
+    # Not a CancelledError: the caller was not cancelled, the engine closed under it.
+    with pytest.raises(EngineClosed):
+        await caller
+    status = sql.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+    assert status == ("cancelled",)  # it had not committed: nothing holds at the next open
+    async with Engine(db_path, workflows=WORKFLOWS) as engine:
+        assert await engine.get_run(run.run_id).status() == RunStatus.CANCELLED
 
 
 async def test_resume_refuses_runs_that_did_not_fail_or_get_cancelled(eng: Engine, gate: str) -> None:
