@@ -297,6 +297,33 @@ async def test_cancelling_a_parent_takes_its_queued_child_out_of_the_queue(engin
     assert executions == []
 
 
+async def test_a_parent_cancel_its_caller_gave_up_on_still_ends_its_queued_child(engine: Engine, sql: sqlite3.Connection) -> None:
+    executions.clear()
+    engine.queue("narrow", concurrency=1)
+    hold = await engine.start(sleeper.with_options(queue="narrow"))
+    run = await engine.start(queued_child)
+    child = engine.get_run(f"{run.run_id}~0")
+
+    async def child_queued() -> bool:
+        return (
+            sql.execute("SELECT COUNT(*) FROM runs WHERE parent_run_id = ?", (run.run_id,)).fetchone() == (1,)
+            and (await child.describe()).queue_position == 1
+        )
+
+    await until(child_queued, what="the child to wait in its queue")
+    # The caller of cancel() is cancelled while the cancellation (the child's with it) commits.
+    caller = asyncio.create_task(run.cancel())
+    await asyncio.sleep(0)  # one loop turn: the caller queues the cancellation and waits for its commit
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    with pytest.raises(RunCancelled, match=f"parent run {run.run_id} was cancelled"):
+        await child.result(timeout=10)  # it ends, rather than wait out of its queue forever
+    assert engine.stats()["queued_runs"] == 0
+    assert await hold.cancel() is RunStatus.RUNNING
+    assert executions == []
+
+
 async def test_a_parent_cancelled_after_a_restart_still_stops_its_children(db_path: Path, sql: sqlite3.Connection) -> None:
     executions.clear()
     async with Engine(db_path) as engine:
